@@ -1,0 +1,7 @@
+"""``python -m marketplace_entitlement`` does what the ``marketplace-entitlement`` script does."""
+
+from __future__ import annotations
+
+from marketplace_entitlement._cli import main
+
+raise SystemExit(main())
