@@ -1,0 +1,451 @@
+"""Run CMD as the child of a good PID 1: forward signals, reap every zombie, pass its status on.
+
+One loop in the main thread does all the work (the signal handlers only record, see ``_signals``):
+it forwards each signal received to the child, reaps with ``waitpid(-1, WNOHANG)`` whenever SIGCHLD
+arrives (orphans included), and returns the child's exit status, or 128+N when signal N killed it.
+While idle it blocks in ``select`` with no timeout. docs/supervision.md describes the behaviour.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from marketplace_entitlement import _exit_codes
+from marketplace_entitlement._errors import EntitlementError
+from marketplace_entitlement._signals import SignalPipe, catchable_signals, signal_name
+
+__all__ = [
+    "LEFTOVER_GRACE_PERIOD",
+    "CommandError",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "Supervisor",
+    "SupervisorOptions",
+]
+
+logger = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER: Final = 36
+# After the main child exits: SIGTERM what is left of its group, wait this long, then SIGKILL.
+LEFTOVER_GRACE_PERIOD: Final = 2.0
+# After that SIGKILL, how long to wait for the group to disappear before giving up with a warning.
+_LEFTOVER_KILL_WAIT: Final = 2.0
+# Cleanup only (never while idle): how often to look again for group members that are not our
+# children, whose exit sends us no SIGCHLD.
+_CLEANUP_RECHECK: Final = 0.05
+
+_JOB_CONTROL_STOPS: Final = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+# Signals that ask a process to end. A stopped child cannot act on them, so they are followed by
+# SIGCONT (in a container nothing else would ever resume it).
+_SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP})
+_WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED
+
+
+class CommandError(EntitlementError):
+    """CMD could not be started; ``command`` names it and ``exit_code`` is 126 or 127."""
+
+    code: int = _exit_codes.CANNOT_EXECUTE
+
+    def __init__(self, message: str, *, command: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+
+    @property
+    def exit_code(self) -> int:
+        """126 when CMD exists but cannot be executed, 127 when it was not found."""
+        return self.code
+
+
+class CommandNotFound(CommandError):  # noqa: N818 - the name the CLI's design fixed
+    """CMD is not a file, nor found on PATH (exit 127)."""
+
+    code = _exit_codes.NOT_FOUND
+
+
+class CommandNotExecutable(CommandError):  # noqa: N818 - the name the CLI's design fixed
+    """CMD exists but the kernel refused to execute it (exit 126)."""
+
+    code = _exit_codes.CANNOT_EXECUTE
+
+
+@dataclass(frozen=True)
+class SupervisorOptions:
+    """How the supervisor treats signals and the child's process group.
+
+    ``rewrite`` maps a received signal to the one delivered instead; mapping to 0 drops it.
+    """
+
+    signal_group: bool = False
+    term_delay: float = 0.0
+    stop_grace_period: float = 10.0
+    rewrite: Mapping[int, int] = field(default_factory=dict)
+    kill_group_on_exit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.term_delay < 0:
+            raise ValueError(f"term_delay must be >= 0, not {self.term_delay}")
+        if self.stop_grace_period < 0:
+            raise ValueError(f"stop_grace_period must be >= 0, not {self.stop_grace_period}")
+        valid = signal.valid_signals()
+        for received, delivered in self.rewrite.items():
+            if received not in valid or (delivered != 0 and delivered not in valid):
+                raise ValueError(f"cannot rewrite signal {received} to {delivered}")
+
+
+class Supervisor:
+    """Starts CMD in its own process group and supervises it until it exits.
+
+    All children of this process are the supervisor's: it reaps them with ``waitpid(-1)``, so
+    nothing else in the process may rely on waiting for its own child processes.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        options: SupervisorOptions,
+        signals: SignalPipe,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not argv:
+            raise ValueError("argv must name the command to run")
+        self._argv = list(argv)
+        self._options = options
+        self._signals = signals
+        self._env = dict(os.environ if env is None else env)
+        self._pid: int | None = None
+        self._status: int | None = None
+        self._child_stopped = False
+        self._is_init = os.getpid() == 1
+        self._lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self._stop_handled = False
+        self._term_at: float | None = None  # when a delayed SIGTERM is due (monotonic)
+        self._kill_at: float | None = None  # when request_stop()'s SIGKILL is due (monotonic)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (also its process group id), or ``None`` before :meth:`start`."""
+        return self._pid
+
+    def start(self) -> None:
+        """Spawn CMD as a child in its own process group, with default signal actions, none blocked.
+
+        Raises:
+            CommandNotFound: CMD is not found (exit 127).
+            CommandNotExecutable: CMD exists but cannot be executed (exit 126).
+        """
+        if self._pid is not None:
+            raise RuntimeError("the command was started already")
+        if not self._is_init:
+            _become_subreaper()
+        command = self._argv[0]
+        try:
+            self._pid = os.posix_spawnp(
+                command,
+                self._argv,
+                self._env,
+                setpgroup=0,
+                setsigdef=catchable_signals(),
+                setsigmask=(),
+            )
+        except OSError as error:
+            raise _command_error(command, error, self._env.get("PATH")) from error
+        logger.info(
+            "started %s as pid %d",
+            self._argv,
+            self._pid,
+            extra={"child_pid": self._pid, "argv": self._argv},
+        )
+        self._hand_terminal_to_child()
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop, from any thread, to stop the child: SIGTERM its group, then SIGKILL.
+
+        SIGKILL follows ``stop_grace_period`` seconds later if the child is still there. :meth:`run`
+        still returns the child's own status. Only the first request counts.
+        """
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        self._signals.notify()
+
+    def run(self) -> int:
+        """Supervise until the child exits; return its status, or 128+N if signal N killed it."""
+        if self._pid is None:
+            raise RuntimeError("start() the command before run()")
+        self._reap()
+        while self._status is None:
+            deadlines = [d for d in (self._term_at, self._kill_at) if d is not None]
+            # No deadline pending: block with no timeout (an idle supervisor never polls).
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            received = self._signals.wait(timeout)
+            for signum in received:
+                if signum != signal.SIGCHLD:
+                    self._on_signal(signum)
+            # Reap after forwarding: until it is reaped, the child's pid cannot be reused.
+            if signal.SIGCHLD in received:
+                self._reap()
+            if self._status is None:
+                self._on_deadlines(time.monotonic())
+        status = self._status
+        if self._options.kill_group_on_exit:
+            self._clean_up_group()
+        self._reap()
+        return status
+
+    def _on_signal(self, signum: int) -> None:
+        """Forward one received signal, holding SIGTERM back for ``term_delay`` when asked."""
+        delay = self._options.term_delay
+        if signum == signal.SIGTERM and delay > 0 and self._term_at is None:
+            self._term_at = time.monotonic() + delay
+            logger.info("received SIGTERM; forwarding it in %.3g s", delay)
+        elif self._term_at is not None and signum in (signal.SIGTERM, signal.SIGINT):
+            logger.info(
+                "received %s during the SIGTERM delay; forwarding SIGTERM now", signal_name(signum)
+            )
+            self._term_at = None
+            self._forward(signal.SIGTERM)
+            if signum == signal.SIGINT:
+                self._forward(signum)
+        else:
+            self._forward(signum)
+
+    def _on_deadlines(self, now: float) -> None:
+        """Send the delayed SIGTERM, act on a stop request, and SIGKILL when the grace is over."""
+        if self._term_at is not None and now >= self._term_at:
+            self._term_at = None
+            self._forward(signal.SIGTERM)
+        if self._take_stop_request():
+            self._kill_at = now + self._options.stop_grace_period
+        if self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            logger.warning(
+                "the command is still running %.3g s after SIGTERM; sending SIGKILL",
+                self._options.stop_grace_period,
+            )
+            self._signal_group(signal.SIGKILL)
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def _forward(self, received: int) -> None:
+        """Deliver ``received`` (or its rewrite) to the child, or to its group (signal_group)."""
+        delivered = self._options.rewrite.get(received, received)
+        if delivered == 0:
+            logger.info("received %s; dropped as configured", signal_name(received))
+            return
+        if received == signal.SIGCONT:
+            self._hand_terminal_to_child()
+        if self._options.signal_group:
+            self._signal_group(delivered)
+        else:
+            self._kill(delivered)
+        logger.info(
+            "forwarded %s to %s %d",
+            signal_name(delivered),
+            "process group" if self._options.signal_group else "pid",
+            self._pid,
+            extra={"signal": signal_name(delivered), "child_pid": self._pid},
+        )
+        if self._child_stopped and (
+            received in _SHUTDOWN_SIGNALS or delivered in _SHUTDOWN_SIGNALS
+        ):
+            logger.info("the command is stopped; sending SIGCONT so it can act on the signal")
+            self._signal_group(signal.SIGCONT)
+
+    def _kill(self, signum: int) -> bool:
+        """Signal the main child while it is unreaped; False when it is gone."""
+        if self._pid is None or self._status is not None:
+            return False
+        try:
+            os.kill(self._pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _signal_group(self, signum: int) -> bool:
+        """Signal the child's process group (or the child alone if it left it); False if empty."""
+        if self._pid is None:
+            return False
+        try:
+            os.killpg(self._pid, signum)
+        except ProcessLookupError:
+            return self._kill(signum)
+        return True
+
+    def _take_stop_request(self) -> bool:
+        """Act on a request_stop() once: SIGTERM (and SIGCONT) to the group. True if it acted."""
+        with self._lock:
+            reason = self._stop_reason
+            if reason is None or self._stop_handled:
+                return False
+            self._stop_handled = True
+        logger.info(
+            "stopping the command (%s): SIGTERM to its process group, SIGKILL in %.3g s",
+            reason,
+            self._options.stop_grace_period,
+        )
+        self._signal_group(signal.SIGTERM)
+        if self._child_stopped:
+            self._signal_group(signal.SIGCONT)
+        return True
+
+    # -- children --------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Collect every child that changed state: the main child's status, and any orphan."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, _WAIT_FLAGS)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            is_main = pid == self._pid and self._status is None
+            if os.WIFSTOPPED(status):
+                if is_main:
+                    self._on_child_stopped(os.WSTOPSIG(status))
+            elif os.WIFCONTINUED(status):
+                if is_main:
+                    self._child_stopped = False
+                    logger.info("the command was continued")
+            elif is_main:
+                self._status = _exit_status(status)
+                logger.info(
+                    "the command exited with status %d",
+                    self._status,
+                    extra={"child_pid": pid, "exit_status": self._status},
+                )
+            else:
+                logger.debug("reaped orphan pid %d (status %d)", pid, _exit_status(status))
+
+    def _on_child_stopped(self, signum: int) -> None:
+        """Job control: follow a stopped child so it cannot hang the container or the terminal."""
+        self._child_stopped = True
+        name = signal_name(signum)
+        if signum in _JOB_CONTROL_STOPS and self._is_interactive():
+            # Under a job-control shell, stop too, so the shell sees the job stopped and takes
+            # its terminal back; its SIGCONT on `fg` is forwarded (after handing the terminal back).
+            logger.info("the command was stopped by %s; stopping too", name)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        logger.warning(
+            "the command was stopped by %s; send SIGCONT to resume it (a SIGTERM, SIGINT, "
+            "SIGQUIT or SIGHUP, or a stop request, also resumes it so that it can exit)",
+            name,
+        )
+
+    def _is_interactive(self) -> bool:
+        """True when not PID 1 and stdin is a terminal: a job-control shell may be our parent."""
+        return not self._is_init and os.isatty(0)
+
+    def _hand_terminal_to_child(self) -> None:
+        """Make the child's group the terminal's foreground group, if we hold the foreground."""
+        if self._pid is None or self._status is not None:
+            return
+        try:
+            if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
+                os.tcsetpgrp(0, self._pid)
+        except OSError as error:
+            logger.debug("could not hand the terminal to the command: %s", error)
+
+    def _clean_up_group(self) -> None:
+        """SIGTERM what is left of the child's group, SIGKILL it after a grace period, reap it."""
+        if self._pid is None:
+            return
+        self._reap()
+        if not _group_exists(self._pid):
+            return
+        logger.info(
+            "the command exited; sending SIGTERM to the rest of its process group, "
+            "SIGKILL in %.3g s",
+            LEFTOVER_GRACE_PERIOD,
+        )
+        self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGCONT)
+        if self._wait_group_gone(LEFTOVER_GRACE_PERIOD):
+            return
+        logger.warning("processes of the command's group outlived SIGTERM; sending SIGKILL")
+        self._signal_group(signal.SIGKILL)
+        if not self._wait_group_gone(_LEFTOVER_KILL_WAIT):
+            logger.warning("processes of the command's group are still there after SIGKILL")
+
+    def _wait_group_gone(self, seconds: float) -> bool:
+        """Reap until the child's group is empty (True) or ``seconds`` pass (False).
+
+        Signals arriving meanwhile still go to the group.
+        """
+        assert self._pid is not None  # only called once the child ran
+        deadline = time.monotonic() + seconds
+        while True:
+            self._reap()
+            if not _group_exists(self._pid):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for signum in self._signals.wait(min(remaining, _CLEANUP_RECHECK)):
+                if signum != signal.SIGCHLD:
+                    delivered = self._options.rewrite.get(signum, signum)
+                    if delivered:
+                        self._signal_group(delivered)
+
+
+def _group_exists(pgid: int) -> bool:
+    """True while process group ``pgid`` has a member (zombies count until reaped)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exit_status(wait_status: int) -> int:
+    """Turn a waitpid() status into an exit status: the code, or 128+N for death by signal N."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return _exit_codes.for_signal(-code) if code < 0 else code
+
+
+def _command_error(command: str, error: OSError, path: str | None) -> CommandError:
+    """Explain why ``command`` could not be spawned, with the shell's 127/126 distinction."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        exists = os.path.exists(command) if "/" in command else shutil.which(command, os.F_OK, path)
+        if not exists:
+            return CommandNotFound(
+                f"command not found: {command!r}",
+                command=command,
+                hint="check the command after -- and the image's PATH",
+            )
+        reason = "its interpreter (the #! line) was not found"
+    return CommandNotExecutable(
+        f"cannot execute {command!r}: {reason}",
+        command=command,
+        hint="check that it is an executable file (chmod +x) with a valid #! line",
+    )
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants as PID 1 would (prctl PR_SET_CHILD_SUBREAPER); best effort."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError) as error:
+        logger.debug("cannot become a child subreaper: %s", error)
+        return
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.debug("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))

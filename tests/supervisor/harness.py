@@ -1,0 +1,82 @@
+"""Stand-in for ``marketplace-entitlement run``: the supervisor alone, driven by command-line flags.
+
+Usage: ``harness.py [--signal-group] [--term-delay S] [--stop-grace-period S] [--rewrite FROM:TO]
+[--no-kill-group] [--request-stop-when PATH] -- CMD [ARG...]``. ``--request-stop-when`` calls
+``request_stop()`` from another thread once PATH exists (the child creates it when ready).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+from marketplace_entitlement._signals import SignalPipe, signal_from_name
+from marketplace_entitlement._supervisor import CommandError, Supervisor, SupervisorOptions
+
+
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    args = list(argv)
+    if "--" not in args:
+        raise SystemExit("usage: harness.py [OPTIONS] -- CMD [ARG...]")
+    split = args.index("--")
+    parser = argparse.ArgumentParser(prog="harness.py")
+    parser.add_argument("--signal-group", action="store_true")
+    parser.add_argument("--term-delay", type=float, default=0.0)
+    parser.add_argument("--stop-grace-period", type=float, default=10.0)
+    parser.add_argument("--rewrite", action="append", default=[])
+    parser.add_argument("--no-kill-group", action="store_true")
+    parser.add_argument("--request-stop-when")
+    return parser.parse_args(args[:split]), args[split + 1 :]
+
+
+def _stop_when_exists(path: str, supervisor: Supervisor, done: threading.Event) -> None:
+    """Test helper thread: poll for ``path`` (test code may poll), then request a stop."""
+    while not done.wait(0.02):
+        if os.path.exists(path):
+            supervisor.request_stop(f"{path} appeared")
+            return
+
+
+def main(argv: Sequence[str]) -> int:
+    """Supervise CMD like ``run`` will; exit with its status, or 127/126 when it cannot start."""
+    logging.basicConfig(
+        level=logging.DEBUG, stream=sys.stderr, format="harness %(levelname)s %(message)s"
+    )
+    flags, command = _parse(argv)
+    rewrite = {}
+    for item in flags.rewrite:
+        received, _, delivered = item.partition(":")
+        rewrite[signal_from_name(received)] = 0 if delivered == "0" else signal_from_name(delivered)
+    options = SupervisorOptions(
+        signal_group=flags.signal_group,
+        term_delay=flags.term_delay,
+        stop_grace_period=flags.stop_grace_period,
+        rewrite=rewrite,
+        kill_group_on_exit=not flags.no_kill_group,
+    )
+    done = threading.Event()
+    with SignalPipe() as signals:
+        supervisor = Supervisor(command, options, signals)
+        try:
+            supervisor.start()
+        except CommandError as error:
+            print(f"harness: {error.refusal_line()}", file=sys.stderr)
+            return error.exit_code
+        if flags.request_stop_when:
+            threading.Thread(
+                target=_stop_when_exists,
+                args=(flags.request_stop_when, supervisor, done),
+                daemon=True,
+            ).start()
+        try:
+            return supervisor.run()
+        finally:
+            done.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
