@@ -1,0 +1,804 @@
+"""The deploy examples (Dockerfile.example, entrypoint/) agree with the package, without Docker.
+
+Nothing here can build an image or reach AWS, so every file is parsed and cross-checked: the
+Dockerfile line by line, the entrypoint script by running it under ``sh`` with a fake
+``marketplace-entitlement`` first on PATH, the ECS task definition and IAM policies as JSON, and the
+Kubernetes manifests with PyYAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from marketplace_entitlement import _env
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT_DIR = ROOT / "entrypoint"
+SCRIPT = ENTRYPOINT_DIR / "entrypoint.sh"
+DOCKERFILE = ROOT / "Dockerfile.example"
+ECS_TASK_DEFINITION = ENTRYPOINT_DIR / "ecs-task-definition.json"
+KUBERNETES = ENTRYPOINT_DIR / "kubernetes"
+IAM_POLICY = ENTRYPOINT_DIR / "iam-policy.json"
+TRUST_ECS = ENTRYPOINT_DIR / "iam-trust-policy-ecs.json"
+TRUST_IRSA = ENTRYPOINT_DIR / "iam-trust-policy-irsa.json"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+PROBE = ["marketplace-entitlement", "probe"]
+DEFAULT_KEY_PATH = "/etc/marketplace/public-key.pem"
+# CONTRACT.md and the entrypoint's additions: the defaults the deploy examples must cover.
+DEFAULT_STOP_GRACE_PERIOD = 10.0
+DEFAULT_TERM_DELAY = 0.0
+DEFAULT_REGISTER_TIMEOUT = 30 * 60.0
+# FACTS.md's trap: the jwt.io demo key that AWS's Java sample shows. Its PEM prefix, its modulus as
+# it is aligned in that PEM, and its modulus as a JWK (base64url) would each give it away.
+JWT_IO_DEMO_KEY_MARKERS = (
+    "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDdlatRjRjogo3WojgGHFHYLugd",
+    "dlatRjRjogo3WojgGHFHYLugd",
+    "3ZWrUY0Y6IKN1qI4BhxR2C7oH",
+)
+PACKAGE_VARIABLES = {
+    value
+    for name, value in vars(_env).items()
+    if name.isupper() and isinstance(value, str) and value.startswith(_env.PREFIX)
+}
+AWS_CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+REGION_VARIABLES = {_env.AWS_REGION, _env.AWS_DEFAULT_REGION}
+ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """Read a duration as CONTRACT.md spells it: bare seconds or Go-style units (``1h30m``)."""
+    text = duration.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    assert parts, f"not a duration: {duration!r}"
+    assert "".join(number + unit for number, unit in parts) == text, f"not a duration: {duration!r}"
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction, continuation lines joined."""
+
+    keyword: str
+    arguments: str
+
+
+def dockerfile_instructions(text: str) -> list[Instruction]:
+    r"""Split a Dockerfile into instructions the way the builder does (``\`` joins lines).
+
+    Comment lines, including those inside a continued instruction, and empty lines are dropped.
+    """
+    instructions: list[Instruction] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append(Instruction(keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued instruction"
+    return instructions
+
+
+def final_stage(instructions: list[Instruction]) -> list[Instruction]:
+    """The instructions of the last build stage: the ones that shape the image that ships."""
+    starts = [
+        index for index, instruction in enumerate(instructions) if instruction.keyword == "FROM"
+    ]
+    assert starts, "the Dockerfile has no FROM"
+    return instructions[starts[-1] :]
+
+
+def only(instructions: list[Instruction], keyword: str) -> Instruction:
+    """The one instruction with this keyword; the test fails if there is none or several."""
+    found = [instruction for instruction in instructions if instruction.keyword == keyword]
+    assert len(found) == 1, f"expected exactly one {keyword}, found {len(found)}"
+    return found[0]
+
+
+def dockerfile_env(instructions: list[Instruction]) -> dict[str, str]:
+    """The environment the ENV instructions leave in the image (``KEY=value`` and ``KEY value``)."""
+    environment: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.keyword != "ENV":
+            continue
+        words = shlex.split(instruction.arguments)
+        if "=" not in words[0]:
+            environment[words[0]] = instruction.arguments.partition(" ")[2].strip()
+            continue
+        for word in words:
+            key, separator, value = word.partition("=")
+            assert separator, f"ENV mixes forms: {instruction.arguments!r}"
+            environment[key] = value
+    return environment
+
+
+def copies(instructions: list[Instruction]) -> list[tuple[list[str], str]]:
+    """Each COPY from the build context as (sources, destination); ``--flag`` words are skipped."""
+    result: list[tuple[list[str], str]] = []
+    for instruction in instructions:
+        if instruction.keyword != "COPY":
+            continue
+        words = [word for word in shlex.split(instruction.arguments) if not word.startswith("--")]
+        assert len(words) >= 2, f"COPY needs a source and a destination: {instruction.arguments!r}"
+        result.append((words[:-1], words[-1]))
+    return result
+
+
+def copied_to(source: str, destination: str) -> str:
+    """Where COPY puts one source file: into a directory when the destination ends with ``/``."""
+    if destination.endswith("/"):
+        return str(PurePosixPath(destination) / PurePosixPath(source).name)
+    return destination
+
+
+def load_json(path: Path) -> Any:
+    """Parse one JSON file of the examples."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_manifest(name: str) -> dict[str, Any]:
+    """Parse one Kubernetes manifest, which must hold exactly one document."""
+    text = (KUBERNETES / name).read_text(encoding="utf-8")
+    documents = [document for document in yaml.safe_load_all(text) if document is not None]
+    assert len(documents) == 1, f"{name} should hold one document, found {len(documents)}"
+    document = documents[0]
+    assert isinstance(document, dict)
+    return document
+
+
+def ecs_container() -> dict[str, Any]:
+    """The one (essential) container of the example task definition."""
+    containers = load_json(ECS_TASK_DEFINITION)["containerDefinitions"]
+    assert len(containers) == 1
+    container = containers[0]
+    assert isinstance(container, dict)
+    return container
+
+
+def ecs_environment() -> dict[str, str]:
+    """The example ECS container's environment as a mapping."""
+    return {item["name"]: item["value"] for item in ecs_container()["environment"]}
+
+
+def pod_spec() -> dict[str, Any]:
+    """The pod template spec of the example Deployment."""
+    spec = load_manifest("deployment.yaml")["spec"]["template"]["spec"]
+    assert isinstance(spec, dict)
+    return spec
+
+
+def pod_container() -> dict[str, Any]:
+    """The one container of the example Deployment."""
+    containers = pod_spec()["containers"]
+    assert len(containers) == 1
+    container = containers[0]
+    assert isinstance(container, dict)
+    return container
+
+
+def pod_environment() -> dict[str, str]:
+    """The example Deployment container's literal environment as a mapping."""
+    return {item["name"]: item["value"] for item in pod_container()["env"]}
+
+
+def statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """An IAM policy's statements, checked to carry the current policy language version."""
+    assert policy["Version"] == "2012-10-17"
+    found = policy["Statement"]
+    assert isinstance(found, list)
+    assert found
+    return found
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    """IAM allows one string or a list wherever several values may stand."""
+    return [value] if isinstance(value, str) else value
+
+
+def allowed_actions(policy: dict[str, Any]) -> set[str]:
+    """Every action an IAM policy allows."""
+    return {
+        action
+        for statement in statements(policy)
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+    }
+
+
+# --- Dockerfile.example --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image() -> list[Instruction]:
+    """The final stage of Dockerfile.example."""
+    return final_stage(dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8")))
+
+
+def test_dockerfile_parser_joins_continuations_and_drops_comments() -> None:
+    r"""The parser the other Dockerfile tests rely on joins ``\`` lines and skips comments."""
+    text = '# c\nFROM x\nRUN a \\\n  # inside\n  && b\nENV A=1 \\\n    B="two words"\n'
+    instructions = dockerfile_instructions(text)
+    assert instructions == [
+        Instruction("FROM", "x"),
+        Instruction("RUN", "a && b"),
+        Instruction("ENV", 'A=1 B="two words"'),
+    ]
+    assert dockerfile_env(instructions) == {"A": "1", "B": "two words"}
+
+
+def test_dockerfile_builds_from_python_slim(image: list[Instruction]) -> None:
+    """The shipped stage starts from the official slim Python 3.12 image."""
+    assert image[0].arguments.split()[0] == "python:3.12-slim"
+
+
+def test_dockerfile_entrypoint_is_exec_form_naming_the_copied_script(
+    image: list[Instruction],
+) -> None:
+    """ENTRYPOINT is a JSON array (no shell wrapper) whose program is where the script is COPYed."""
+    entrypoint = json.loads(only(image, "ENTRYPOINT").arguments)
+    assert isinstance(entrypoint, list)
+    assert entrypoint == [entrypoint[0]]
+    script_copies = [
+        copied_to(source, destination)
+        for sources, destination in copies(image)
+        for source in sources
+        if source == "entrypoint/entrypoint.sh"
+    ]
+    assert script_copies == [entrypoint[0]]
+
+
+def test_dockerfile_copies_only_files_that_exist_besides_the_sellers_key(
+    image: list[Instruction],
+) -> None:
+    """Every build-context source of a COPY is in the repository, except the seller's own key."""
+    sources = [source for sources, _ in copies(image) for source in sources]
+    assert "entrypoint/entrypoint.sh" in sources
+    missing = [source for source in sources if not (ROOT / source).exists()]
+    assert missing == ["public-key.pem"]
+
+
+def test_entrypoint_script_is_executable_in_the_repository() -> None:
+    """The script COPY takes into the image carries the executable bit (COPY keeps the mode)."""
+    assert SCRIPT.is_file()
+    assert os.access(SCRIPT, os.X_OK)
+    assert SCRIPT.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+
+
+def test_dockerfile_cmd_is_exec_form(image: list[Instruction]) -> None:
+    """The example CMD is a JSON array, so the entrypoint receives it as separate arguments."""
+    command = json.loads(only(image, "CMD").arguments)
+    assert isinstance(command, list)
+    assert command
+    assert all(isinstance(word, str) for word in command)
+
+
+def test_dockerfile_healthcheck_runs_the_probe_after_a_start_period(
+    image: list[Instruction],
+) -> None:
+    """HEALTHCHECK runs ``marketplace-entitlement probe`` in exec form, after a long start period.
+
+    The start period covers the default register timeout, during which the status file does not
+    exist yet.
+    """
+    options_text, separator, command_text = only(image, "HEALTHCHECK").arguments.partition("CMD ")
+    assert separator
+    assert json.loads(command_text) == PROBE
+    options = dict(option.removeprefix("--").split("=", 1) for option in options_text.split())
+    assert seconds(options["start-period"]) >= DEFAULT_REGISTER_TIMEOUT
+    assert 0 < seconds(options["timeout"]) < seconds(options["interval"])
+    assert int(options["retries"]) >= 1
+
+
+def test_dockerfile_switches_to_a_numeric_non_root_user_before_entrypoint(
+    image: list[Instruction],
+) -> None:
+    """The last USER before ENTRYPOINT is a numeric id other than root's (0).
+
+    Numeric, so Kubernetes' runAsNonRoot can verify it; and it matches the Deployment's runAsUser.
+    """
+    keywords = [instruction.keyword for instruction in image]
+    entrypoint_at = keywords.index("ENTRYPOINT")
+    users = [instruction for instruction in image[:entrypoint_at] if instruction.keyword == "USER"]
+    assert users
+    user, _, group = users[-1].arguments.partition(":")
+    assert user.isdigit()
+    assert int(user) != 0
+    assert "USER" not in keywords[entrypoint_at:]
+    assert pod_spec()["securityContext"]["runAsUser"] == int(user)
+    if group:
+        assert pod_spec()["securityContext"]["runAsGroup"] == int(group)
+
+
+def test_dockerfile_places_the_public_key_where_the_variable_points(
+    image: list[Instruction],
+) -> None:
+    """The image's MARKETPLACE_PUBLIC_KEY_FILE is exactly where the key file is COPYed.
+
+    That path is also the default the entrypoint script falls back to.
+    """
+    environment = dockerfile_env(image)
+    key_file = environment[_env.PUBLIC_KEY_FILE]
+    destinations = [
+        copied_to(source, destination)
+        for sources, destination in copies(image)
+        for source in sources
+        if source == "public-key.pem"
+    ]
+    assert destinations == [key_file]
+    assert key_file == DEFAULT_KEY_PATH
+    assert DEFAULT_KEY_PATH in SCRIPT.read_text(encoding="utf-8")
+
+
+def test_dockerfile_sets_a_product_code_placeholder_and_a_status_file(
+    image: list[Instruction],
+) -> None:
+    """The image names a product code placeholder and a status file for the probe.
+
+    It sets no MARKETPLACE_ variable the package does not read, and no region or credentials.
+    """
+    environment = dockerfile_env(image)
+    assert environment[_env.PRODUCT_CODE] == "<PRODUCT_CODE>"
+    assert environment[_env.STATUS_FILE].startswith("/")
+    marketplace = {name for name in environment if name.startswith(_env.PREFIX)}
+    assert marketplace <= PACKAGE_VARIABLES
+    assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
+
+
+def test_dockerfile_status_directory_belongs_to_the_runtime_user(image: list[Instruction]) -> None:
+    """The status file's directory is created and handed to the non-root user in a RUN step."""
+    status_dir = str(PurePosixPath(dockerfile_env(image)[_env.STATUS_FILE]).parent)
+    runs = " ".join(i.arguments for i in image if i.keyword == "RUN")
+    assert f"mkdir -p {status_dir}" in runs
+    assert re.search(rf"chown \S+ {re.escape(status_dir)}\b", runs)
+
+
+def test_dockerfile_stop_signal_is_sigterm(image: list[Instruction]) -> None:
+    """STOPSIGNAL is SIGTERM, the signal the supervisor forwards after the term delay."""
+    assert only(image, "STOPSIGNAL").arguments == "SIGTERM"
+
+
+# --- entrypoint/entrypoint.sh --------------------------------------------------------------------
+
+FAKE_GATE = """#!/bin/sh
+# Stands in for marketplace-entitlement: records its pid, the key file variable and its argv.
+{
+    printf '%s\\n' "$$"
+    printf '%s\\n' "${MARKETPLACE_PUBLIC_KEY_FILE-<unset>}"
+    for argument in "$@"; do
+        printf '%s\\0' "$argument"
+    done
+} > "$FAKE_GATE_OUTPUT"
+exit "${FAKE_GATE_EXIT:-0}"
+"""
+
+
+@dataclass(frozen=True)
+class GateCall:
+    """What the fake ``marketplace-entitlement`` saw when the entrypoint exec'd it."""
+
+    pid: int
+    key_file: str
+    argv: list[str]
+
+
+def _launchers() -> list[list[str]]:
+    """Ways to run the script: its own shebang, ``sh``, and other POSIX shells found here."""
+    launchers: list[list[str]] = [[], ["sh"]]
+    if shutil.which("dash"):
+        launchers.append(["dash"])
+    if shutil.which("bash"):
+        launchers.append(["bash", "--posix"])
+    if shutil.which("busybox"):
+        launchers.append(["busybox", "sh"])
+    return launchers
+
+
+LAUNCHERS = _launchers()
+
+
+@pytest.fixture
+def fake_gate(tmp_path: Path) -> dict[str, str]:
+    """An environment whose PATH finds a fake ``marketplace-entitlement`` first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "marketplace-entitlement"
+    fake.write_text(FAKE_GATE, encoding="utf-8")
+    fake.chmod(0o755)
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith(_env.PREFIX)
+    }
+    environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '/usr/bin:/bin')}"
+    environment["FAKE_GATE_OUTPUT"] = str(tmp_path / "gate-call")
+    return environment
+
+
+def run_entrypoint(
+    launcher: list[str], arguments: list[str], environment: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], int, GateCall | None]:
+    """Run the script; return its result, its pid, and what the fake gate recorded (if called)."""
+    output = Path(environment["FAKE_GATE_OUTPUT"])
+    output.unlink(missing_ok=True)
+    with subprocess.Popen(
+        [*launcher, str(SCRIPT), *arguments],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        stdout, stderr = process.communicate(timeout=30)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if not output.exists():
+        return result, process.pid, None
+    pid, key_file, argv = output.read_bytes().split(b"\n", 2)
+    call = GateCall(
+        pid=int(pid),
+        key_file=key_file.decode(),
+        argv=[argument.decode() for argument in argv.split(b"\0")[:-1]],
+    )
+    return result, process.pid, call
+
+
+def test_entrypoint_script_passes_sh_syntax_check() -> None:
+    """``sh -n`` accepts the script."""
+    result = subprocess.run(["sh", "-n", str(SCRIPT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "launcher", LAUNCHERS, ids=lambda launcher: " ".join(launcher) or "shebang"
+)
+def test_entrypoint_execs_run_with_the_arguments_verbatim(
+    launcher: list[str], fake_gate: dict[str, str]
+) -> None:
+    """The script execs ``marketplace-entitlement run -- ARGS`` with every argument unchanged.
+
+    Spaces, quotes, globs, empty strings, a leading dash and a newline all pass through. ``exec``
+    replaces the shell: the gate runs with the script's own pid, and the script's exit status is
+    the gate's.
+    """
+    arguments = ["my app", "--flag=a b", "", "*", "-x", "it's", "$HOME", "line\nbreak"]
+    result, pid, call = run_entrypoint(launcher, arguments, {**fake_gate, "FAKE_GATE_EXIT": "42"})
+    assert call is not None, result.stderr
+    assert call.argv == ["run", "--", *arguments]
+    assert call.pid == pid
+    assert result.returncode == 42
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "launcher", LAUNCHERS, ids=lambda launcher: " ".join(launcher) or "shebang"
+)
+def test_entrypoint_without_arguments_is_a_usage_error(
+    launcher: list[str], fake_gate: dict[str, str]
+) -> None:
+    """With no command the script exits 64 with a usage message on stderr, starting nothing."""
+    result, _, call = run_entrypoint(launcher, [], fake_gate)
+    assert result.returncode == 64
+    assert "usage" in result.stderr
+    assert result.stdout == ""
+    assert call is None
+
+
+def test_entrypoint_keeps_an_explicit_key_file(fake_gate: dict[str, str]) -> None:
+    """A MARKETPLACE_PUBLIC_KEY_FILE set by the deployer reaches the gate unchanged."""
+    environment = {**fake_gate, _env.PUBLIC_KEY_FILE: "/mnt/keys/product key.pem"}
+    _, _, call = run_entrypoint(["sh"], ["app"], environment)
+    assert call is not None
+    assert call.key_file == "/mnt/keys/product key.pem"
+
+
+def test_entrypoint_adds_no_key_file_when_an_inline_key_is_set(fake_gate: dict[str, str]) -> None:
+    """With MARKETPLACE_PUBLIC_KEY set, the script does not add a key file beside it."""
+    environment = {**fake_gate, _env.PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----"}
+    _, _, call = run_entrypoint(["sh"], ["app"], environment)
+    assert call is not None
+    assert call.key_file == "<unset>"
+
+
+def test_entrypoint_defaults_the_key_file_only_if_the_baked_key_exists(
+    fake_gate: dict[str, str],
+) -> None:
+    """With no key configured, the gate gets the baked-in key path exactly when that file exists.
+
+    On a test machine the file normally does not exist, and the variable stays unset.
+    """
+    _, _, call = run_entrypoint(["sh"], ["app"], fake_gate)
+    assert call is not None
+    expected = DEFAULT_KEY_PATH if Path(DEFAULT_KEY_PATH).is_file() else "<unset>"
+    assert call.key_file == expected
+
+
+# --- entrypoint/ecs-task-definition.json ---------------------------------------------------------
+
+
+def test_ecs_task_definition_is_fargate_compatible_with_both_roles() -> None:
+    """The task definition runs on Fargate and names both a task role and an execution role.
+
+    Fargate needs awsvpc and task-level cpu and memory; the task role is the metering identity, the
+    execution role pulls the image and writes logs.
+    """
+    task = load_json(ECS_TASK_DEFINITION)
+    assert "FARGATE" in task["requiresCompatibilities"]
+    assert task["networkMode"] == "awsvpc"
+    assert task["cpu"]
+    assert task["memory"]
+    for role in ("taskRoleArn", "executionRoleArn"):
+        assert re.fullmatch(r"arn:aws:iam::[^:]+:role/\S+", task[role]), role
+    assert task["taskRoleArn"] != task["executionRoleArn"]
+
+
+def test_ecs_container_is_essential_and_health_checked_by_the_probe() -> None:
+    """The container is essential; its healthCheck runs the probe within ECS's allowed ranges."""
+    container = ecs_container()
+    assert container["essential"] is True
+    health = container["healthCheck"]
+    assert health["command"] == ["CMD", *PROBE]
+    assert 5 <= health["interval"] <= 300
+    assert 2 <= health["timeout"] <= 60
+    assert health["timeout"] < health["interval"]
+    assert 1 <= health["retries"] <= 10
+    assert 0 <= health["startPeriod"] <= 300
+
+
+def test_ecs_stop_timeout_outlasts_term_delay_and_grace_period() -> None:
+    """``stopTimeout`` exceeds MARKETPLACE_TERM_DELAY + MARKETPLACE_STOP_GRACE_PERIOD.
+
+    So ECS's SIGKILL never cuts the supervisor's shutdown short; it stays within Fargate's 120 s.
+    """
+    environment = ecs_environment()
+    grace = seconds(environment.get(_env.STOP_GRACE_PERIOD, str(DEFAULT_STOP_GRACE_PERIOD)))
+    delay = seconds(environment.get(_env.TERM_DELAY, str(DEFAULT_TERM_DELAY)))
+    assert grace + delay < ecs_container()["stopTimeout"] <= 120
+
+
+def test_ecs_environment_names_the_product_and_no_region_or_credentials() -> None:
+    """The ECS container names the product and the status file, and no region or credentials.
+
+    It sets only variables the package knows; ECS itself sets AWS_REGION and serves the task
+    role's credentials.
+    """
+    environment = ecs_environment()
+    assert environment[_env.PRODUCT_CODE]
+    assert environment[_env.STATUS_FILE].startswith("/")
+    assert {name for name in environment if name.startswith(_env.PREFIX)} <= PACKAGE_VARIABLES
+    assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
+    assert "secrets" not in ecs_container()
+    assert not ACCESS_KEY_ID.search(ECS_TASK_DEFINITION.read_text(encoding="utf-8"))
+
+
+def test_ecs_paths_agree_with_the_image() -> None:
+    """The key file and status file the task definition names are the ones the image provides."""
+    image_environment = dockerfile_env(
+        final_stage(dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8")))
+    )
+    environment = ecs_environment()
+    for name in (_env.PUBLIC_KEY_FILE, _env.STATUS_FILE):
+        assert environment[name] == image_environment[name], name
+
+
+def test_ecs_logs_go_to_cloudwatch() -> None:
+    """The container logs through the awslogs driver with a group, region and stream prefix."""
+    logging = ecs_container()["logConfiguration"]
+    assert logging["logDriver"] == "awslogs"
+    assert {"awslogs-group", "awslogs-region", "awslogs-stream-prefix"} <= set(logging["options"])
+
+
+# --- entrypoint/kubernetes/ ----------------------------------------------------------------------
+
+
+def test_kubernetes_manifests_parse_to_the_expected_kinds() -> None:
+    """Each manifest parses with ``yaml.safe_load_all`` into one object of the expected kind."""
+    kinds = {
+        name: load_manifest(name)["kind"]
+        for name in ("serviceaccount.yaml", "deployment.yaml", "configmap.yaml")
+    }
+    assert kinds == {
+        "serviceaccount.yaml": "ServiceAccount",
+        "deployment.yaml": "Deployment",
+        "configmap.yaml": "ConfigMap",
+    }
+
+
+def test_service_account_carries_the_irsa_role_annotation() -> None:
+    """The ServiceAccount names its IAM role with ``eks.amazonaws.com/role-arn``."""
+    annotations = load_manifest("serviceaccount.yaml")["metadata"]["annotations"]
+    assert re.fullmatch(r"arn:aws:iam::[^:]+:role/\S+", annotations["eks.amazonaws.com/role-arn"])
+
+
+def test_deployment_runs_as_that_service_account() -> None:
+    """The pods use the IRSA ServiceAccount, in its namespace, and keep the token IRSA needs."""
+    account = load_manifest("serviceaccount.yaml")["metadata"]
+    deployment = load_manifest("deployment.yaml")
+    assert pod_spec()["serviceAccountName"] == account["name"]
+    assert deployment["metadata"]["namespace"] == account["namespace"]
+    assert pod_spec().get("automountServiceAccountToken", True) is True
+
+
+def test_deployment_grace_period_outlasts_term_delay_and_grace_period() -> None:
+    """``terminationGracePeriodSeconds`` exceeds the term delay plus the stop grace period.
+
+    So the kubelet's SIGKILL comes only after the supervisor's own.
+    """
+    environment = pod_environment()
+    grace = seconds(environment.get(_env.STOP_GRACE_PERIOD, str(DEFAULT_STOP_GRACE_PERIOD)))
+    delay = seconds(environment.get(_env.TERM_DELAY, str(DEFAULT_TERM_DELAY)))
+    assert pod_spec()["terminationGracePeriodSeconds"] > grace + delay
+
+
+def test_deployment_probes_call_the_probe_command() -> None:
+    """Startup, liveness and readiness probes all exec ``marketplace-entitlement probe``.
+
+    The startup probe waits at least the register timeout before liveness can restart the pod.
+    """
+    container = pod_container()
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == PROBE, probe
+    startup = container["startupProbe"]
+    timeout = seconds(pod_environment().get(_env.REGISTER_TIMEOUT, "30m"))
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= timeout
+
+
+def test_deployment_is_non_root_with_a_read_only_root_and_a_writable_status_dir() -> None:
+    """The pod runs as non-root on a read-only root, with an emptyDir for the status file.
+
+    The status file's directory is the emptyDir mount, so the supervisor can still write it.
+    """
+    spec = pod_spec()
+    container = pod_container()
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    status_dir = str(PurePosixPath(pod_environment()[_env.STATUS_FILE]).parent)
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts[status_dir]]
+
+
+def test_deployment_reads_the_public_key_from_the_configmap_file() -> None:
+    """MARKETPLACE_PUBLIC_KEY_FILE is a file the ConfigMap volume provides from a key it holds."""
+    key_file = PurePosixPath(pod_environment()[_env.PUBLIC_KEY_FILE])
+    mounts = {mount["mountPath"]: mount for mount in pod_container()["volumeMounts"]}
+    mount = mounts[str(key_file.parent)]
+    assert mount.get("readOnly") is True
+    volume = next(volume for volume in pod_spec()["volumes"] if volume["name"] == mount["name"])
+    configmap = load_manifest("configmap.yaml")
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    items = {item["path"]: item["key"] for item in volume["configMap"]["items"]}
+    assert items[key_file.name] in configmap["data"]
+
+
+def test_deployment_environment_names_the_product_and_no_region_or_credentials() -> None:
+    """The pod names the product, no region or credentials, and keeps the image's ENTRYPOINT.
+
+    It sets only variables the package knows; EKS injects AWS_REGION and the IRSA settings.
+    """
+    container = pod_container()
+    environment = pod_environment()
+    assert environment[_env.PRODUCT_CODE]
+    assert {name for name in environment if name.startswith(_env.PREFIX)} <= PACKAGE_VARIABLES
+    assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
+    assert "command" not in container
+    assert not ACCESS_KEY_ID.search((KUBERNETES / "deployment.yaml").read_text(encoding="utf-8"))
+
+
+def test_configmap_key_is_a_marked_placeholder() -> None:
+    """The ConfigMap's public key is a PEM-shaped block plainly marked as a placeholder."""
+    pem = load_manifest("configmap.yaml")["data"]["public-key.pem"]
+    lines = pem.strip().splitlines()
+    assert lines[0] == "-----BEGIN PUBLIC KEY-----"
+    assert lines[-1] == "-----END PUBLIC KEY-----"
+    assert "PLACEHOLDER" in pem
+
+
+# --- IAM -----------------------------------------------------------------------------------------
+
+
+def test_iam_policy_grants_only_register_usage() -> None:
+    """The permissions policy allows ``aws-marketplace:RegisterUsage`` and nothing else."""
+    assert allowed_actions(load_json(IAM_POLICY)) == {"aws-marketplace:RegisterUsage"}
+
+
+def test_docs_offer_meter_usage_as_a_separate_statement() -> None:
+    """docs/deploy.md shows the statement to add for custom metering, as valid JSON.
+
+    That statement allows ``aws-marketplace:MeterUsage`` alone.
+    """
+    blocks = re.findall(r"```json\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.DOTALL)
+    metering = [json.loads(block) for block in blocks if "MeterUsage" in block]
+    assert len(metering) == 1
+    statement = metering[0]
+    assert statement["Effect"] == "Allow"
+    assert as_list(statement["Action"]) == ["aws-marketplace:MeterUsage"]
+
+
+def test_ecs_trust_policy_lets_ecs_tasks_assume_the_role() -> None:
+    """The ECS trust policy lets ``ecs-tasks.amazonaws.com`` assume the role, in one account.
+
+    The action is ``sts:AssumeRole``, limited by ``aws:SourceArn`` and ``aws:SourceAccount``.
+    """
+    (statement,) = statements(load_json(TRUST_ECS))
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert as_list(statement["Action"]) == ["sts:AssumeRole"]
+    source_arn = statement["Condition"]["ArnLike"]["aws:SourceArn"]
+    assert source_arn.startswith("arn:aws:ecs:")
+    account = statement["Condition"]["StringEquals"]["aws:SourceAccount"]
+    assert source_arn.split(":")[4] == account
+
+
+def test_irsa_trust_policy_is_scoped_to_the_service_account() -> None:
+    """The IRSA trust policy admits only the example ServiceAccount, and only for STS.
+
+    The cluster's OIDC provider may call ``sts:AssumeRoleWithWebIdentity`` when ``:sub`` names the
+    ServiceAccount of serviceaccount.yaml and ``:aud`` is ``sts.amazonaws.com``.
+    """
+    (statement,) = statements(load_json(TRUST_IRSA))
+    assert statement["Effect"] == "Allow"
+    assert as_list(statement["Action"]) == ["sts:AssumeRoleWithWebIdentity"]
+    provider_arn = statement["Principal"]["Federated"]
+    provider = provider_arn.partition(":oidc-provider/")[2]
+    assert provider.startswith("oidc.eks.")
+    conditions = statement["Condition"]["StringEquals"]
+    account = load_manifest("serviceaccount.yaml")["metadata"]
+    expected_subject = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    assert conditions == {
+        f"{provider}:sub": expected_subject,
+        f"{provider}:aud": "sts.amazonaws.com",
+    }
+
+
+# --- all files -----------------------------------------------------------------------------------
+
+
+def deploy_files() -> list[Path]:
+    """Every file that goes to sellers as an example (this test module excluded)."""
+    files = [path for path in sorted(ENTRYPOINT_DIR.rglob("*")) if path.is_file()]
+    return [*files, DOCKERFILE, DEPLOY_DOC]
+
+
+def test_no_example_contains_the_jwt_io_demo_key() -> None:
+    """No example, manifest or doc carries the jwt.io demo key that AWS's Java sample shows."""
+    files = deploy_files()
+    assert KUBERNETES / "configmap.yaml" in files
+    offenders = [
+        (str(path.relative_to(ROOT)), marker)
+        for path in files
+        for marker in JWT_IO_DEMO_KEY_MARKERS
+        if marker in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+def test_deploy_doc_refers_only_to_files_that_exist() -> None:
+    """Every repository path docs/deploy.md names in backticks exists."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:entrypoint/|Dockerfile\.example)[^`\s]*)`", text))
+    assert "Dockerfile.example" in named
+    assert "entrypoint/entrypoint.sh" in named
+    assert [path for path in sorted(named) if not (ROOT / path).exists()] == []
