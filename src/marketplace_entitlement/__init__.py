@@ -1,4 +1,4 @@
-"""Prove a paid AWS Marketplace container is entitled at startup, and keep the Metering Service informed.
+"""Prove a paid AWS Marketplace container is entitled at startup; keep Metering informed.
 
 Importing this package has no side effects: no client is created, no thread started, no logging
 configured.
@@ -18,20 +18,33 @@ from marketplace_entitlement._errors import (
     ServiceUnavailableError,
     VerificationError,
 )
+from marketplace_entitlement._gate import Entitlement, check_entitlement, require_entitlement
+from marketplace_entitlement._reregister import Reregistration, start_reregistration
+from marketplace_entitlement._settings import Settings, load_settings
+from marketplace_entitlement._version import __version__
 
 __all__ = [
     "ClaimMismatchError",
     "ConfigurationError",
+    "Entitlement",
     "EntitlementError",
     "InvalidSignatureError",
     "MalformedTokenError",
     "NotEntitledError",
     "RegistrationInterrupted",
+    "Reregistration",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
+    "Settings",
     "VerificationError",
+    "__version__",
+    "check_entitlement",
+    "load_settings",
+    "require_entitlement",
+    "start_reregistration",
 ]
 
 for _name in __all__:
-    globals()[_name].__module__ = __name__
+    if _name != "__version__":
+        globals()[_name].__module__ = __name__
 del _name

@@ -22,7 +22,7 @@ from marketplace_entitlement import _exit_codes
 
 
 class EntitlementError(Exception):
-    """Root of every error this package raises; ``exit_code`` is what ``run`` and ``check`` exit with.
+    """Root of every error this package raises; ``exit_code`` is what ``run``/``check`` exit with.
 
     ``hint`` is the one line a person can act on (what failed, and what to set or check).
     """
@@ -51,7 +51,7 @@ class ConfigurationError(EntitlementError):
 
 
 class ServiceConfigurationError(ConfigurationError):
-    """The Metering Service rejected our settings (product code, region, key version, disabled API)."""
+    """The Metering Service refused our settings (product code, region, key version, API off)."""
 
     def __init__(
         self, message: str, *, aws_error_code: str, variable: str | None = None, hint: str = ""
@@ -125,7 +125,7 @@ def exit_code_for(error: EntitlementError) -> int:
     if isinstance(error, RegistrationInterrupted):
         return _exit_codes.for_signal(error.signum) if error.signum else _exit_codes.SIGNAL_BASE
     for cls in type(error).__mro__:
-        code = EXIT_CODES.get(cls)  # type: ignore[call-overload]
+        code = EXIT_CODES.get(cls)
         if code is not None:
             return code
     return _exit_codes.CONFIGURATION

@@ -1,0 +1,220 @@
+"""The one frozen Settings object, built from explicit values, then the environment, then defaults.
+
+Nothing else in the package reads ``os.environ`` for a ``MARKETPLACE_*`` variable: the option table
+``OPTIONS`` below is the single description of every setting (its variable, CLI flag, default and
+help), used to build ``Settings``, the CLI and the README table test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from marketplace_entitlement import _env
+from marketplace_entitlement._errors import ConfigurationError
+from marketplace_entitlement._parsers import (
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_positive_int,
+    parse_product_code,
+    parse_public_key,
+    parse_signal_rewrite,
+    read_public_key_file,
+)
+
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+FAILURE_POLICIES = ("keep-running", "stop")
+
+Parser = Callable[[str, str], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its attribute, environment variable, CLI flag, parser, default and help."""
+
+    name: str
+    variable: str
+    parse: Parser
+    default: Any
+    default_text: str
+    help: str
+    for_run_only: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The long command-line option, e.g. ``--product-code``."""
+        return "--" + self.name.replace("_", "-")
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    def parse(value: str, variable: str) -> str:
+        return parse_choice(value, variable, choices)
+
+    return parse
+
+
+def _optional_path(value: str, variable: str) -> Path | None:
+    return Path(value) if value.strip() else None
+
+
+def _text(value: str, variable: str) -> str | None:
+    return value if value.strip() else None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("product_code", _env.PRODUCT_CODE, parse_product_code, None, "required",
+           "the product code to register"),
+    Option("public_key_version", _env.PUBLIC_KEY_VERSION, parse_positive_int, 1, "1",
+           "the PublicKeyVersion sent and expected in the token"),
+    Option("public_key", _env.PUBLIC_KEY, _text, None, "none",
+           "the product's public key: PEM text, or base64 of the PEM"),
+    Option("public_key_file", _env.PUBLIC_KEY_FILE, _text, None, "none",
+           "path of a PEM file holding the product's public key"),
+    Option("verify_signature", _env.VERIFY_SIGNATURE, parse_bool, True, "true",
+           "`false` skips signature verification, loudly"),
+    Option("register_timeout", _env.REGISTER_TIMEOUT, parse_duration, 1800.0, "30m",
+           "how long startup keeps retrying retryable failures"),
+    Option("reregister_interval", _env.REREGISTER_INTERVAL, parse_duration, 3600.0, "1h",
+           "period of background re-registration; `0` turns it off"),
+    Option("log_format", _env.LOG_FORMAT, _choice(LOG_FORMATS), "json", "json",
+           "`json` (one object per line) or `text`"),
+    Option("log_level", _env.LOG_LEVEL, _choice(LOG_LEVELS), "info", "info",
+           "`debug`, `info`, `warning`, `error`"),
+    Option("status_file", _env.STATUS_FILE, _optional_path, None, "none",
+           "where the current entitlement state is kept, atomically, as JSON"),
+    Option("reregister_failure_policy", _env.REREGISTER_FAILURE_POLICY,
+           _choice(FAILURE_POLICIES), "keep-running", "keep-running",
+           "what a failed background re-registration does: `keep-running` or `stop` CMD",
+           for_run_only=True),
+    Option("stop_grace_period", _env.STOP_GRACE_PERIOD, parse_duration, 10.0, "10s",
+           "when stopping CMD: time between SIGTERM and SIGKILL", for_run_only=True),
+    Option("term_delay", _env.TERM_DELAY, parse_duration, 0.0, "0",
+           "delay before SIGTERM is forwarded to CMD (load balancer deregistration)",
+           for_run_only=True),
+    Option("signal_group", _env.SIGNAL_GROUP, parse_bool, False, "false",
+           "forward signals to CMD's whole process group, not only CMD", for_run_only=True),
+    Option("signal_rewrite", _env.SIGNAL_REWRITE, parse_signal_rewrite, (), "none",
+           "rewrite signals before forwarding, by name: `TERM:QUIT,INT:TERM`; `FROM:0` drops FROM",
+           for_run_only=True),
+    Option("status_max_age", _env.STATUS_MAX_AGE, parse_duration, None,
+           "2 x interval + register timeout",
+           "how old the last successful registration may be for `probe` to pass"),
+)  # fmt: skip
+
+OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, parsed and validated. Build it with ``load_settings``."""
+
+    product_code: str
+    public_key_version: int = 1
+    public_key: rsa.RSAPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
+    public_key_source: str | None = None
+    verify_signature: bool = True
+    register_timeout: float = 1800.0
+    reregister_interval: float = 3600.0
+    log_format: str = "json"
+    log_level: str = "info"
+    status_file: Path | None = None
+    reregister_failure_policy: str = "keep-running"
+    stop_grace_period: float = 10.0
+    term_delay: float = 0.0
+    signal_group: bool = False
+    signal_rewrite: tuple[tuple[int, int], ...] = ()
+    status_max_age: float | None = None
+    region: str | None = None
+    ecs_metadata_uri: str | None = None
+
+    @property
+    def effective_status_max_age(self) -> float:
+        """How old a successful registration may be before the probe fails."""
+        if self.status_max_age is not None:
+            return self.status_max_age
+        interval = self.reregister_interval or 3600.0
+        return 2 * interval + self.register_timeout
+
+
+def resolve_region(environ: Mapping[str, str]) -> str | None:
+    """``AWS_REGION`` (set by ECS and EKS), then ``AWS_DEFAULT_REGION``; None: ask botocore."""
+    for variable in (_env.AWS_REGION, _env.AWS_DEFAULT_REGION):
+        value = environ.get(variable, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _resolve(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
+    """Explicit value (parsed if a string), then the environment, then the default."""
+    if explicit is not None:
+        return option.parse(explicit, option.variable) if isinstance(explicit, str) else explicit
+    raw = environ.get(option.variable)
+    if raw is not None and raw.strip() != "":
+        return option.parse(raw, option.variable)
+    return option.default
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
+    """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
+
+    Keyword arguments use the attribute names of ``Settings`` (``product_code=...``); string values
+    are parsed exactly like the environment variable, other values are taken as they are. ``region``
+    may also be given explicitly. Raises ConfigurationError naming the variable at fault.
+    """
+    env = os.environ if environ is None else environ
+    unknown = set(explicit) - set(OPTIONS_BY_NAME) - {"region"}
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values = {option.name: _resolve(option, explicit.get(option.name), env) for option in OPTIONS}
+    if values["product_code"] is None:
+        raise ConfigurationError(
+            f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
+            hint="set it to the product code of your AWS Marketplace listing",
+        )  # fmt: skip
+    for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
+        if values[name] < 0:
+            variable = OPTIONS_BY_NAME[name].variable
+            raise ConfigurationError(f"{variable} must not be negative", variable=variable)
+    key, source = _load_key(values.pop("public_key"), values.pop("public_key_file"))
+    if values["verify_signature"] and key is None:
+        raise ConfigurationError(
+            f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
+            f"or {_env.PUBLIC_KEY}",
+            variable=_env.PUBLIC_KEY_FILE,
+            hint="use the public key AWS Marketplace issued for your product, or set "
+            f"{_env.VERIFY_SIGNATURE}=false to skip verification (not recommended)",
+        )
+    return Settings(
+        public_key=key,
+        public_key_source=source,
+        region=explicit.get("region") or resolve_region(env),
+        ecs_metadata_uri=env.get(_env.ECS_CONTAINER_METADATA_URI_V4) or None,
+        **values,
+    )
+
+
+def _load_key(text: Any, path: Any) -> tuple[rsa.RSAPublicKey | None, str | None]:
+    """Load the key from exactly one of the two variables (both set is ambiguous)."""
+    if text is not None and path is not None:
+        raise ConfigurationError(
+            f"both {_env.PUBLIC_KEY} and {_env.PUBLIC_KEY_FILE} are set",
+            variable=_env.PUBLIC_KEY, hint="set only one of them",
+        )  # fmt: skip
+    if isinstance(text, rsa.RSAPublicKey):
+        return text, _env.PUBLIC_KEY
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if text is not None:
+        return parse_public_key(str(text), _env.PUBLIC_KEY), _env.PUBLIC_KEY
+    if path is not None:
+        return read_public_key_file(str(path), _env.PUBLIC_KEY_FILE), str(path)
+    return None, None
