@@ -1,17 +1,213 @@
-"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe`` and ``emulator``."""
+"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe`` and ``emulator``.
+
+Every option of ``run`` and ``check`` comes from the settings table (``_settings.OPTIONS``), so each
+has its environment variable and default in ``--help``; an explicit option wins over the
+environment, which wins over the default.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from marketplace_entitlement import _env, _exit_codes
+from marketplace_entitlement._errors import ConfigurationError, EntitlementError
+from marketplace_entitlement._logging import configure_logging
+from marketplace_entitlement._parsers import parse_duration
+from marketplace_entitlement._settings import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    Option,
+    load_settings,
+)
+from marketplace_entitlement._version import __version__
+
+logger = logging.getLogger("marketplace_entitlement.cli")
+
+EX_SOFTWARE = 70  # an internal error (a bug): logged with its traceback
+
+
+class UsageError(Exception):
+    """A bad command line (exit 64)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) instead of 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(_exit_codes.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_setting_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
+    group = parser.add_argument_group("settings (each also read from its environment variable)")
+    for option in OPTIONS:
+        if option.for_run_only and not run:
+            continue
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            metavar=option.variable.removeprefix(_env.PREFIX),
+            default=None,
+            help=f"{option.help} [env {option.variable}; default {option.default_text}]",
+        )
+    group.add_argument(
+        "--region",
+        default=None,
+        help="AWS region [env AWS_REGION, then AWS_DEFAULT_REGION, then the platform]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command but ``emulator`` (which has its own)."""
+    parser = _Parser(
+        prog="marketplace-entitlement",
+        description="Entitlement gate and PID 1 entrypoint for AWS Marketplace container products.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    run = commands.add_parser(
+        "run",
+        help="register and verify, then run CMD as a supervised child (the container ENTRYPOINT)",
+        description="Register and verify; only if entitled, start CMD as a child, supervise it as "
+        "PID 1 and re-register in the background. Exits with CMD's status.",
+        usage="%(prog)s [OPTIONS] -- CMD [ARG...]",
+    )
+    _add_setting_options(run, run=True)
+    check = commands.add_parser(
+        "check",
+        help="one registration and verification; the entitlement as JSON on stdout",
+        description="Register once, verify, print the entitlement as one JSON object on stdout.",
+    )
+    _add_setting_options(check, run=False)
+    probe = commands.add_parser(
+        "probe",
+        help="exit 0 only while the status file shows a current entitlement (health checks)",
+        description="Read MARKETPLACE_STATUS_FILE; exit 0 only if the last registration succeeded "
+        "and is recent enough, else 1 with the reason on stderr.",
+    )
+    probe.add_argument(
+        "--status-file",
+        default=None,
+        help=f"the status file written by `run` [env {_env.STATUS_FILE}]",
+    )
+    probe.add_argument(
+        "--max-age",
+        default=None,
+        help=f"maximum age of the last success [env {_env.STATUS_MAX_AGE}; default: "
+        "the writer's 2 x interval + register timeout]",
+    )
+    commands.add_parser(
+        "emulator",
+        help="a local AWS Marketplace Metering Service on loopback (see `emulator --help`)",
+        add_help=False,
+    )
+    return parser
+
+
+def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``run`` arguments at the first ``--``: options before, CMD after."""
+    if "--" in args:
+        index = args.index("--")
+        return args[:index], args[index + 1 :]
+    return args, []
+
+
+def _explicit(namespace: argparse.Namespace) -> dict[str, Any]:
+    values = {
+        name: value
+        for name, value in vars(namespace).items()
+        if name in OPTIONS_BY_NAME and value is not None
+    }
+    if namespace.region:
+        values["region"] = namespace.region
+    return values
+
+
+def _logging_from(explicit: dict[str, Any], environ: dict[str, str]) -> None:
+    """Configure log output before the rest of the settings, falling back on bad values.
+
+    A bad log setting is then reported by ``load_settings`` as a configuration error like any other.
+    """
+    chosen = {}
+    for name, choices in (("log_format", LOG_FORMATS), ("log_level", LOG_LEVELS)):
+        option: Option = OPTIONS_BY_NAME[name]
+        raw = str(explicit.get(name) or environ.get(option.variable) or option.default)
+        chosen[name] = raw.strip().lower() if raw.strip().lower() in choices else option.default
+    configure_logging(chosen["log_format"], chosen["log_level"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command; return its exit code."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the chosen command, return its exit code."""
+    import os  # noqa: PLC0415  (the CLI is the one place that hands the environment on)
+
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "emulator":
         from marketplace_entitlement.emulator._cli import main as emulator_main  # noqa: PLC0415
 
         return emulator_main(args[1:])
-    print("usage: marketplace-entitlement {run,check,probe,emulator} ...", file=sys.stderr)  # noqa: T201
-    return 64
+    environ = dict(os.environ)
+    command: list[str] = []
+    if args and args[0] == "run":
+        options, command = _split_command(args)
+    else:
+        options = args
+    parser = build_parser()
+    namespace = parser.parse_args(options)
+    try:
+        if namespace.command == "probe":
+            return _probe(namespace, environ)
+        explicit = _explicit(namespace)
+        _logging_from(explicit, environ)
+        if namespace.command == "run" and not command:
+            parser.error(
+                "run needs a command after `--`: marketplace-entitlement run -- CMD [ARG...]"
+            )
+        return _dispatch(namespace.command, explicit, environ, command)
+    except EntitlementError as error:
+        from marketplace_entitlement._entrypoint import log_refusal  # noqa: PLC0415
+
+        log_refusal(error)
+        return error.exit_code
+    except Exception:
+        logger.exception("internal error; please report it", extra={"event": "internal_error"})
+        return EX_SOFTWARE
+
+
+def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd: list[str]) -> int:
+    # Deferred: the entrypoint pulls in the supervisor and the gate, not needed for `probe`.
+    from marketplace_entitlement._entrypoint import run_check, run_entrypoint  # noqa: PLC0415
+
+    settings = load_settings(environ, **explicit)
+    if name == "check":
+        return run_check(settings, sys.stdout)
+    return run_entrypoint(settings, cmd)
+
+
+def _probe(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
+    from marketplace_entitlement._status import probe  # noqa: PLC0415
+
+    path = namespace.status_file or environ.get(_env.STATUS_FILE)
+    if not path:
+        print(  # noqa: T201  (the probe's one line is its whole output)
+            f"marketplace-entitlement probe: {_env.STATUS_FILE} is not set; nothing to check",
+            file=sys.stderr,
+        )
+        return _exit_codes.CONFIGURATION
+    raw_age = namespace.max_age or environ.get(_env.STATUS_MAX_AGE)
+    try:
+        max_age = parse_duration(raw_age, _env.STATUS_MAX_AGE) if raw_age else None
+    except ConfigurationError as error:
+        print(f"marketplace-entitlement probe: {error.refusal_line()}", file=sys.stderr)  # noqa: T201
+        return _exit_codes.CONFIGURATION
+    result = probe(Path(path), max_age=max_age)
+    stream = sys.stdout if result.healthy else sys.stderr
+    print(f"marketplace-entitlement probe: {result.reason}", file=stream)
+    return 0 if result.healthy else 1

@@ -1,0 +1,186 @@
+"""What ``run`` and ``check`` do once settings are parsed: gate, then supervise and re-register.
+
+The gate runs in a worker thread while the main thread waits on the signal pipe, so a shutdown
+signal during startup retries (or during a slow request) ends the process at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from marketplace_entitlement._client import MeteringClient
+from marketplace_entitlement._errors import EntitlementError, RegistrationInterrupted
+from marketplace_entitlement._gate import Entitlement, Gate
+from marketplace_entitlement._reregister import Reregistration
+from marketplace_entitlement._settings import Settings
+from marketplace_entitlement._signals import SignalPipe, signal_name
+from marketplace_entitlement._status import StatusFile
+from marketplace_entitlement._supervisor import CommandError, Supervisor, SupervisorOptions
+
+logger = logging.getLogger(__name__)
+
+# Signals that end the wrapper while it is still registering (CMD has not started yet).
+SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+
+
+def gate_interruptibly(gate: Gate, signals: SignalPipe) -> Entitlement:
+    """Run ``gate.check`` in a worker thread; a shutdown signal raises RegistrationInterrupted."""
+    stop = threading.Event()
+    outcome: list[Entitlement | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(gate.check(stop))
+        except BaseException as error:  # noqa: BLE001  (handed to the main thread, re-raised there)
+            outcome.append(error)
+        finally:
+            signals.notify()
+
+    threading.Thread(target=work, name="marketplace-gate", daemon=True).start()
+    while not outcome:
+        for signum in signals.wait():
+            if signum in SHUTDOWN_SIGNALS:
+                stop.set()
+                raise RegistrationInterrupted(
+                    f"{signal_name(signum)} received while registering; not starting", signum=signum
+                )
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _status_file(settings: Settings) -> StatusFile | None:
+    if settings.status_file is None:
+        return None
+    return StatusFile(
+        settings.status_file,
+        product_code=settings.product_code,
+        max_age=settings.effective_status_max_age,
+    )
+
+
+def log_refusal(error: EntitlementError) -> None:
+    """Log the one line a person can act on, with the exit code it leads to."""
+    logger.error(
+        "%s",
+        error.refusal_line(),
+        extra={
+            "event": "entitlement.refused",
+            "exit_code": error.exit_code,
+            "error": type(error).__name__,
+            "aws_error_code": getattr(error, "aws_error_code", None),
+            "variable": getattr(error, "variable", None),
+            "claim": getattr(error, "claim", None),
+        },
+    )
+
+
+def run_check(settings: Settings, stdout: TextIO, client: MeteringClient | None = None) -> int:
+    """``check``: one registration and verification; the entitlement as JSON on stdout."""
+    status = _status_file(settings)
+    with SignalPipe() as signals:
+        try:
+            entitlement = gate_interruptibly(Gate(settings, client), signals)
+        except EntitlementError as error:
+            if status is not None and not isinstance(error, RegistrationInterrupted):
+                status.record_failure(error, at=time.time(), next_attempt=None)
+            log_refusal(error)
+            return error.exit_code
+    if status is not None:
+        status.record_success(
+            registered_at=entitlement.registered_at.timestamp(), next_attempt=None
+        )
+    stdout.write(json.dumps(entitlement.to_json()) + "\n")
+    stdout.flush()
+    return 0
+
+
+def supervisor_options(settings: Settings) -> SupervisorOptions:
+    """The supervisor's options, from the settings."""
+    return SupervisorOptions(
+        signal_group=settings.signal_group,
+        term_delay=settings.term_delay,
+        stop_grace_period=settings.stop_grace_period,
+        rewrite=dict(settings.signal_rewrite),
+    )
+
+
+def run_entrypoint(
+    settings: Settings, command: Sequence[str], client: MeteringClient | None = None
+) -> int:
+    """``run``: gate; only if entitled start CMD, supervise it, re-register; return exit code."""
+    status = _status_file(settings)
+    gate = Gate(settings, client)
+    with SignalPipe() as signals:
+        try:
+            entitlement = gate_interruptibly(gate, signals)
+        except EntitlementError as error:
+            if status is not None and not isinstance(error, RegistrationInterrupted):
+                status.record_failure(error, at=time.time(), next_attempt=None)
+            log_refusal(error)
+            return error.exit_code
+        interval = settings.reregister_interval
+        if status is not None:
+            status.record_success(
+                registered_at=entitlement.registered_at.timestamp(),
+                next_attempt=time.time() + interval if interval > 0 else None,
+            )
+        supervisor = Supervisor(command, supervisor_options(settings), signals)
+        try:
+            supervisor.start()
+        except CommandError as error:
+            log_refusal(error)
+            return error.exit_code
+        stopped_for: list[EntitlementError] = []
+        reregistration = None
+        if interval > 0:
+            reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
+        try:
+            code = supervisor.run()
+        finally:
+            if reregistration is not None:
+                reregistration.stop(timeout=1.0)
+    if stopped_for:
+        logger.error(
+            "stopped the command because re-registration failed (policy 'stop'); exiting %d",
+            stopped_for[0].exit_code,
+            extra={"event": "entrypoint.stopped", "child_status": code},
+        )
+        return stopped_for[0].exit_code
+    return code
+
+
+def _start_reregistration(
+    gate: Gate,
+    status: StatusFile | None,
+    supervisor: Supervisor,
+    stopped_for: list[EntitlementError],
+) -> Reregistration:
+    settings = gate.settings
+    reregistration: Reregistration
+
+    def on_success(entitlement: Entitlement) -> None:
+        if status is not None:
+            status.record_success(
+                registered_at=entitlement.registered_at.timestamp(),
+                next_attempt=reregistration.next_attempt_at,
+            )
+
+    def on_failure(error: EntitlementError) -> None:
+        if status is not None:
+            status.record_failure(
+                error, at=time.time(), next_attempt=reregistration.next_attempt_at
+            )
+        if settings.reregister_failure_policy == "stop" and not stopped_for:
+            stopped_for.append(error)
+            supervisor.request_stop(f"re-registration failed: {error.refusal_line()}")
+
+    reregistration = Reregistration(gate, on_success=on_success, on_failure=on_failure)
+    return reregistration.start()

@@ -1,0 +1,272 @@
+"""RegisterUsage with one retry policy: jittered exponential backoff inside a monotonic deadline.
+
+Which failures are retried, and which end the attempt with which error, is decided here and only
+here (``classify``). Waits are on a ``threading.Event`` so that a shutdown request ends them
+at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import backoff
+
+from marketplace_entitlement import _env
+from marketplace_entitlement._errors import (
+    ConfigurationError,
+    EntitlementError,
+    NotEntitledError,
+    RegistrationInterrupted,
+    ServiceConfigurationError,
+    ServiceUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+# The schedule: waits grow 2.5 s, 3.75 s, 5.6 s, ... up to 60 s, each drawn uniformly from its upper
+# half ("equal jitter"). bench/herd.py measures this against full jitter on a herd of containers
+# sharing one account's quota; the README gives the figures and why equal jitter won.
+BACKOFF_BASE_SECONDS = 2.5
+BACKOFF_FACTOR = 1.5
+BACKOFF_CAP_SECONDS = 60.0
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "InternalServiceErrorException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+_EMULATOR_HINT = "use `marketplace-entitlement emulator` to test outside AWS"
+
+# Terminal service errors: code -> (exception class, variable at fault, hint).
+_TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
+    "CustomerNotEntitledException": (
+        "not_entitled",
+        None,
+        "the buyer's AWS account has no active subscription to this product; subscribe to it in "
+        "AWS Marketplace, or check MARKETPLACE_PRODUCT_CODE",
+    ),
+    "PlatformNotSupportedException": (
+        "not_entitled",
+        None,
+        f"RegisterUsage only works inside Amazon ECS, EKS or Fargate; {_EMULATOR_HINT}",
+    ),
+    "InvalidProductCodeException": (
+        "config",
+        _env.PRODUCT_CODE,
+        "check MARKETPLACE_PRODUCT_CODE against your listing in the AWS Marketplace Management "
+        "Portal",
+    ),
+    "InvalidRegionException": (
+        "config",
+        _env.AWS_REGION,
+        "RegisterUsage must be called in a supported region; check AWS_REGION",
+    ),
+    "InvalidPublicKeyVersionException": (
+        "config",
+        _env.PUBLIC_KEY_VERSION,
+        "set MARKETPLACE_PUBLIC_KEY_VERSION to a key version AWS Marketplace issued for this "
+        "product",
+    ),
+    "DisabledApiException": (
+        "config",
+        None,
+        "the Metering API is disabled for this account or product; contact AWS Marketplace Seller "
+        "Operations",
+    ),
+    "AccessDeniedException": (
+        "config",
+        None,
+        "the task role lacks aws-marketplace:RegisterUsage; attach the AWS managed policy "
+        "AWSMarketplaceMeteringRegisterUsage to the ECS task role or the IRSA role",
+    ),
+}
+
+_CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "MissingAuthenticationTokenException",
+        "IncompleteSignature",
+    }
+)
+_CREDENTIAL_HINT = (
+    "the AWS credentials were refused; run with an ECS task role or an EKS IRSA service account "
+    "(FACTS: node roles and long-term keys are not supported for metering)"
+)
+
+
+@dataclass(frozen=True)
+class Retryable:
+    """A failure worth another attempt: its error code (or exception name) and message."""
+
+    code: str
+    message: str
+
+
+def classify(error: BaseException) -> Retryable | EntitlementError:
+    """Decide whether a failed RegisterUsage call is retried, or which error ends it."""
+    from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
+
+    if isinstance(error, bx.ClientError):
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", "")) or "Unknown"
+        message = str(details.get("Message", "")) or str(error)
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return _classify_service_error(code, message, status)
+    if isinstance(error, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return ConfigurationError(f"no usable AWS credentials: {error}", hint=_CREDENTIAL_HINT)
+    if isinstance(
+        error,
+        (
+            bx.HTTPClientError,
+            bx.ConnectionError,
+            bx.ResponseParserError,
+            bx.CredentialRetrievalError,
+        ),
+    ):
+        return Retryable(type(error).__name__, str(error))
+    if isinstance(error, bx.BotoCoreError):
+        return ConfigurationError(f"RegisterUsage could not be sent: {error}")
+    if isinstance(error, OSError):
+        return Retryable(type(error).__name__, str(error))
+    raise error
+
+
+def _classify_service_error(code: str, message: str, status: int) -> Retryable | EntitlementError:
+    if code in RETRYABLE_CODES or status >= 500:
+        return Retryable(code, message)
+    terminal = _TERMINAL.get(code)
+    text = f"RegisterUsage refused: {code}: {message}"
+    if terminal is not None:
+        kind, variable, hint = terminal
+        if kind == "not_entitled":
+            return NotEntitledError(text, aws_error_code=code, hint=hint)
+        return ServiceConfigurationError(text, aws_error_code=code, variable=variable, hint=hint)
+    if code in _CREDENTIAL_CODES:
+        return ServiceConfigurationError(text, aws_error_code=code, hint=_CREDENTIAL_HINT)
+    return ServiceConfigurationError(
+        text, aws_error_code=code, hint="an error this package does not expect; check the settings"
+    )
+
+
+def backoff_delays(
+    *,
+    base: float = BACKOFF_BASE_SECONDS,
+    factor: float = BACKOFF_FACTOR,
+    cap: float = BACKOFF_CAP_SECONDS,
+    jitter: str = "equal",
+    rng: random.Random | None = None,
+) -> Iterator[float]:
+    """Yield the waits between attempts: ``backoff.expo`` values, ``equal`` or ``full`` jitter."""
+    draw = rng or random.SystemRandom()
+    values = backoff.expo(base=factor, factor=base, max_value=cap)
+    next(values)  # backoff's generators are primed with one bare yield
+    for value in values:
+        if jitter == "full":
+            yield draw.uniform(0, value)
+        else:
+            yield value / 2 + draw.uniform(0, value / 2)
+
+
+def call_with_retries(
+    call: Callable[[], dict[str, Any]],
+    *,
+    timeout: float,
+    stop: threading.Event,
+    delays: Iterator[float] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Call ``call`` until it succeeds, fails terminally, the deadline passes, or ``stop`` is set.
+
+    Raises the terminal EntitlementError, ServiceUnavailableError when ``timeout`` seconds
+    (monotonic) pass with only retryable failures, or RegistrationInterrupted when ``stop`` is set.
+    Every attempt and its outcome is one log event.
+    """
+    schedule = delays if delays is not None else backoff_delays()
+    deadline = clock() + timeout
+    attempt = 0
+    last: Retryable | None = None
+    while True:
+        if stop.is_set():
+            raise RegistrationInterrupted("shutdown requested before registration finished")
+        attempt += 1
+        started = clock()
+        try:
+            response = call()
+        except Exception as error:  # noqa: BLE001  (classify re-raises what it does not know)
+            outcome = classify(error)
+        else:
+            _log_attempt(attempt, "success", started, clock)
+            return response
+        if isinstance(outcome, EntitlementError):
+            _log_attempt(attempt, "refused", started, clock, code=_code_of(outcome))
+            raise outcome
+        last = outcome
+        wait = min(next(schedule), max(0.0, deadline - clock()))
+        if clock() >= deadline or wait <= 0:
+            _log_attempt(attempt, "retryable", started, clock, code=outcome.code)
+            break
+        _log_attempt(attempt, "retryable", started, clock, code=outcome.code, next_wait=wait)
+        if stop.wait(wait):
+            raise RegistrationInterrupted("shutdown requested while waiting to retry RegisterUsage")
+        if clock() >= deadline:
+            break
+    raise ServiceUnavailableError(
+        f"RegisterUsage kept failing for {timeout:g}s ({attempt} attempts; last: {last.code}: "
+        f"{last.message})",
+        aws_error_code=last.code,
+        attempts=attempt,
+        hint="the Metering Service was throttling or unreachable for the whole "
+        "MARKETPLACE_REGISTER_TIMEOUT; check network egress to metering.marketplace and the "
+        "account's RegisterUsage quota",
+    )
+
+
+def _code_of(error: EntitlementError) -> str:
+    return str(getattr(error, "aws_error_code", None) or type(error).__name__)
+
+
+def _log_attempt(
+    attempt: int,
+    outcome: str,
+    started: float,
+    clock: Callable[[], float],
+    *,
+    code: str | None = None,
+    next_wait: float | None = None,
+) -> None:
+    level = logging.INFO if outcome == "success" else logging.WARNING
+    fields: dict[str, Any] = {
+        "event": "register_usage.attempt",
+        "attempt": attempt,
+        "outcome": outcome,
+        "duration_ms": round((clock() - started) * 1000, 1),
+    }
+    if code is not None:
+        fields["error_code"] = code
+    if next_wait is not None:
+        fields["next_attempt_in_s"] = round(next_wait, 3)
+    text = f"RegisterUsage attempt {attempt}: {outcome}"
+    if code:
+        text += f" ({code})"
+    if next_wait is not None:
+        text += f", retrying in {next_wait:.2f}s"
+    logger.log(level, text, extra=fields)
