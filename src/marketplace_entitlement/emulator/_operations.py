@@ -1,0 +1,370 @@
+"""What the four Metering Service operations do, on the emulator's in-memory state."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from marketplace_entitlement.emulator._errors import DRY_RUN_OPERATION, VALIDATION, ServiceError
+from marketplace_entitlement.emulator._keys import KeyRing
+from marketplace_entitlement.emulator._model import JsonObject
+from marketplace_entitlement.emulator._sigv4 import SignedIdentity
+from marketplace_entitlement.emulator._types import ClaimCasing, Customer, ProductStatus
+
+MAX_AGE_SECONDS: Final = 6 * 3600  # records older than this are refused
+MAX_FUTURE_SECONDS: Final = 5 * 60  # clock skew tolerated for timestamps in the future
+HOUR: Final = 3600
+
+TokenFactory = Callable[[dict[str, object], RSAPrivateKey], str]
+
+_CLAIM_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
+    "camel": {"product": "productCode", "version": "publicKeyVersion", "nonce": "nonce"},
+    "pascal": {"product": "ProductCode", "version": "PublicKeyVersion", "nonce": "Nonce"},
+}
+
+
+@dataclass
+class Product:
+    """A configured product: its entitlement status and, optionally, its allowed dimensions."""
+
+    status: ProductStatus
+    dimensions: frozenset[str] | None = None
+
+
+@dataclass
+class _Metered:
+    record_id: str
+    quantity: Decimal
+
+
+@dataclass
+class ServiceState:
+    """Everything the operations read and change; guarded by ``lock``."""
+
+    keys: KeyRing
+    products: dict[str, Product] = field(default_factory=dict)
+    region: str | None = None
+    claim_casing: ClaimCasing = "camel"
+    disabled_operations: set[str] = field(default_factory=set)
+    customers: dict[str, Customer] = field(default_factory=dict)
+    token_factory: TokenFactory | None = None
+    hourly: dict[tuple[str, str, int, str], _Metered] = field(default_factory=dict)
+    batch: dict[tuple[str, str, str, float], _Metered] = field(default_factory=dict)
+    client_tokens: dict[str, tuple[str, JsonObject]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def forget_usage(self) -> None:
+        """Drop every metering record and client token (customers and products stay)."""
+        with self.lock:
+            self.hourly.clear()
+            self.batch.clear()
+            self.client_tokens.clear()
+
+
+def new_customer(
+    product_code: str,
+    *,
+    customer_identifier: str | None = None,
+    aws_account_id: str | None = None,
+    license_arn: str | None = None,
+    expired: bool = False,
+    subscribed: bool = True,
+) -> Customer:
+    """Make a customer with made-up identifiers where none are given."""
+    account = aws_account_id or f"{secrets.randbelow(10**12):012d}"
+    return Customer(
+        registration_token=secrets.token_urlsafe(32),
+        product_code=product_code,
+        customer_identifier=customer_identifier or f"cust{secrets.token_hex(6)}",
+        aws_account_id=account,
+        license_arn=license_arn
+        or f"arn:aws:license-manager::{account}:license:l-{secrets.token_hex(16)}",
+        expired=expired,
+        subscribed=subscribed,
+    )
+
+
+class MeteringService:
+    """The business rules of RegisterUsage, MeterUsage, BatchMeterUsage and ResolveCustomer."""
+
+    def __init__(self, state: ServiceState, *, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self._clock = clock
+
+    def call(self, operation: str, body: JsonObject, identity: SignedIdentity) -> JsonObject:
+        """Run ``operation`` on a validated ``body``; raise ``ServiceError`` for an error answer."""
+        handlers: Mapping[str, Callable[[JsonObject, SignedIdentity], JsonObject]] = {
+            "RegisterUsage": self.register_usage,
+            "MeterUsage": self.meter_usage,
+            "BatchMeterUsage": self.batch_meter_usage,
+            "ResolveCustomer": self.resolve_customer,
+        }
+        if operation in self.state.disabled_operations:
+            raise ServiceError("DisabledApiException", f"The {operation} API is disabled.")
+        return handlers[operation](body, identity)
+
+    # -- shared checks ---------------------------------------------------------------------
+
+    def _product(self, code: str) -> Product:
+        product = self.state.products.get(code)
+        if product is not None:
+            return product
+        if not self.state.products:
+            return Product("entitled")
+        raise ServiceError("InvalidProductCodeException", f"Product code {code} is invalid.")
+
+    def _check_timestamp(self, timestamp: float) -> None:
+        now = self._clock()
+        if timestamp < now - MAX_AGE_SECONDS:
+            raise ServiceError(
+                "TimestampOutOfBoundsException",
+                "Timestamp is more than 6 hours in the past.",
+            )
+        if timestamp > now + MAX_FUTURE_SECONDS:
+            raise ServiceError("TimestampOutOfBoundsException", "Timestamp is in the future.")
+
+    @staticmethod
+    def _check_dimension(product: Product, dimension: str) -> None:
+        if product.dimensions is not None and dimension not in product.dimensions:
+            raise ServiceError(
+                "InvalidUsageDimensionException",
+                f"Usage dimension {dimension} does not match the product's dimensions.",
+            )
+
+    @staticmethod
+    def _quantity(item: Mapping[str, Any], whole: str, decimal: str) -> tuple[Decimal, bool]:
+        """Return the quantity and whether it was sent as a decimal string."""
+        if item.get(whole) is not None and item.get(decimal) is not None:
+            raise ServiceError(VALIDATION, f"Specify {whole} or {decimal}, not both.")
+        if item.get(decimal) is not None:
+            return Decimal(str(item[decimal])), True
+        return Decimal(int(item.get(whole) or 0)), False
+
+    def _check_allocations(
+        self, allocations: Iterable[Mapping[str, Any]], quantity: Decimal, as_decimal: bool
+    ) -> None:
+        total = Decimal(0)
+        seen_tag_sets: set[frozenset[tuple[str, str]]] = set()
+        for allocation in allocations:
+            amount, allocation_decimal = self._quantity(
+                allocation, "AllocatedUsageQuantity", "AllocatedUsageQuantityAsDecimal"
+            )
+            if allocation_decimal != as_decimal:
+                raise ServiceError(
+                    "InvalidUsageAllocationsException",
+                    "Allocations must use the same type of quantity as the usage quantity.",
+                )
+            total += amount
+            tags = allocation.get("Tags") or []
+            keys = [tag["Key"] for tag in tags]
+            if len(keys) != len(set(keys)):
+                raise ServiceError("InvalidTagException", "Tag keys must be unique.")
+            tag_set = frozenset((tag["Key"], tag["Value"]) for tag in tags)
+            if tag_set in seen_tag_sets:
+                raise ServiceError(
+                    "InvalidUsageAllocationsException",
+                    "Each allocation needs a unique set of tags.",
+                )
+            seen_tag_sets.add(tag_set)
+        if total != quantity:
+            raise ServiceError(
+                "InvalidUsageAllocationsException",
+                f"Allocated quantities sum to {total}, not the usage quantity {quantity}.",
+            )
+
+    # -- RegisterUsage ---------------------------------------------------------------------
+
+    def register_usage(self, body: JsonObject, identity: SignedIdentity) -> JsonObject:
+        """Check entitlement and sign a PS256 JWT with the key of the requested version."""
+        state = self.state
+        code: str = body["ProductCode"]
+        version: int = body["PublicKeyVersion"]
+        with state.lock:
+            if state.region is not None and identity.region != state.region:
+                raise ServiceError(
+                    "InvalidRegionException",
+                    f"RegisterUsage must be called in {state.region}, not {identity.region}.",
+                )
+            product = self._product(code)
+            casing = _CLAIM_NAMES[state.claim_casing]
+            factory = state.token_factory
+        if not state.keys.knows(version):
+            raise ServiceError(
+                "InvalidPublicKeyVersionException", f"Public key version {version} is invalid."
+            )
+        if product.status == "platform_not_supported":
+            raise ServiceError(
+                "PlatformNotSupportedException",
+                "AWS Marketplace does not support metering usage from the underlying platform.",
+            )
+        if product.status == "not_entitled":
+            raise ServiceError(
+                "CustomerNotEntitledException", "Customer is not entitled to use this product."
+            )
+        claims: dict[str, object] = {casing["product"]: code, casing["version"]: version}
+        if body.get("Nonce") is not None:
+            claims[casing["nonce"]] = body["Nonce"]
+        claims["iat"] = int(self._clock())
+        key = state.keys.private_key(version)
+        if factory is not None:
+            token = factory(dict(claims), key)
+        else:
+            token = jwt.encode(claims, key, algorithm="PS256", headers={"typ": "JWT"})
+        result: JsonObject = {"Signature": token}
+        rotated = state.keys.rotation_timestamp(version)
+        if rotated is not None:
+            result["PublicKeyRotationTimestamp"] = rotated
+        return result
+
+    # -- MeterUsage ------------------------------------------------------------------------
+
+    def meter_usage(self, body: JsonObject, identity: SignedIdentity) -> JsonObject:
+        """Record one hour's usage of one dimension, once per hour per caller (the ECS task)."""
+        state = self.state
+        with state.lock:
+            if state.region is not None and identity.region != state.region:
+                raise ServiceError(
+                    "InvalidEndpointRegionException",
+                    f"The endpoint's region {identity.region} is not {state.region}.",
+                )
+            product = self._product(body["ProductCode"])
+            if product.status == "not_entitled":
+                raise ServiceError(
+                    "CustomerNotEntitledException", "Customer is not entitled to use this product."
+                )
+            self._check_timestamp(body["Timestamp"])
+            self._check_dimension(product, body["UsageDimension"])
+            quantity, as_decimal = self._quantity(body, "UsageQuantity", "UsageQuantityAsDecimal")
+            if body.get("UsageAllocations") is not None:
+                self._check_allocations(body["UsageAllocations"], quantity, as_decimal)
+            if body.get("DryRun"):
+                raise ServiceError(
+                    DRY_RUN_OPERATION, "Request would have succeeded, but DryRun flag is set."
+                )
+            fingerprint = {key: value for key, value in body.items() if key != "ClientToken"}
+            token = body.get("ClientToken")
+            if token is not None and token in state.client_tokens:
+                record_id, earlier = state.client_tokens[token]
+                if _canonical(earlier) != _canonical(fingerprint):
+                    raise ServiceError(
+                        "IdempotencyConflictException",
+                        "The ClientToken was used for a different request.",
+                    )
+                return {"MeteringRecordId": record_id}
+            hour = int(math.floor(body["Timestamp"] / HOUR) * HOUR)
+            key = (body["ProductCode"], body["UsageDimension"], hour, identity.access_key_id)
+            metered = state.hourly.get(key)
+            if metered is None:
+                metered = _Metered(str(uuid.uuid4()), quantity)
+                state.hourly[key] = metered
+            elif metered.quantity != quantity:
+                raise ServiceError(
+                    "DuplicateRequestException",
+                    "Usage for this dimension and hour was already reported with another quantity.",
+                )
+            if token is not None:
+                state.client_tokens[token] = (metered.record_id, fingerprint)
+            return {"MeteringRecordId": metered.record_id}
+
+    # -- BatchMeterUsage -------------------------------------------------------------------
+
+    def _customer_for(self, record: Mapping[str, Any], product_code: str) -> Customer | None:
+        identifier = record.get("CustomerIdentifier")
+        account = record.get("CustomerAWSAccountId")
+        for customer in self.state.customers.values():
+            if customer.product_code != product_code:
+                continue
+            if identifier is not None and customer.customer_identifier == identifier:
+                return customer
+            if account is not None and customer.aws_account_id == account:
+                return customer
+        return None
+
+    def _batch_product(self, body: JsonObject) -> str:
+        """Return the one product of the call: ``ProductCode``, else the licenses' product."""
+        licensed: set[str] = set()
+        for record in body["UsageRecords"]:
+            identifier = record.get("CustomerIdentifier")
+            account = record.get("CustomerAWSAccountId")
+            if (identifier is None) == (account is None) or identifier == "":
+                raise ServiceError(
+                    "InvalidCustomerIdentifierException",
+                    "Each record needs exactly one of CustomerIdentifier or CustomerAWSAccountId.",
+                )
+            arn = record.get("LicenseArn")
+            if arn is None:
+                continue
+            owner = next((c for c in self.state.customers.values() if c.license_arn == arn), None)
+            if owner is None or (account is not None and owner.aws_account_id != account):
+                raise ServiceError("InvalidLicenseException", f"License {arn} is not valid.")
+            licensed.add(owner.product_code)
+        code = body.get("ProductCode")
+        products = licensed | ({code} if code is not None else set())
+        if not products:
+            raise ServiceError(VALIDATION, "ProductCode or LicenseArn must be specified.")
+        if len(products) > 1:
+            raise ServiceError(
+                "InvalidProductCodeException", "A BatchMeterUsage call is for one product only."
+            )
+        return products.pop()
+
+    def batch_meter_usage(self, body: JsonObject, identity: SignedIdentity) -> JsonObject:
+        """Record SaaS usage for up to 25 customer records of one product."""
+        state = self.state
+        with state.lock:
+            product_code = self._batch_product(body)
+            product = self._product(product_code)
+            for record in body["UsageRecords"]:
+                self._check_timestamp(record["Timestamp"])
+                self._check_dimension(product, record["Dimension"])
+                quantity, as_decimal = self._quantity(record, "Quantity", "QuantityAsDecimal")
+                if record.get("UsageAllocations") is not None:
+                    self._check_allocations(record["UsageAllocations"], quantity, as_decimal)
+            results = [self._meter_record(record, product_code) for record in body["UsageRecords"]]
+        return {"Results": results, "UnprocessedRecords": []}
+
+    def _meter_record(self, record: Mapping[str, Any], product_code: str) -> JsonObject:
+        customer = self._customer_for(record, product_code)
+        if customer is None or not customer.subscribed:
+            return {"UsageRecord": record, "Status": "CustomerNotSubscribed"}
+        quantity, _ = self._quantity(record, "Quantity", "QuantityAsDecimal")
+        key = (product_code, customer.registration_token, record["Dimension"], record["Timestamp"])
+        metered = self.state.batch.get(key)
+        if metered is None:
+            metered = _Metered(str(uuid.uuid4()), quantity)
+            self.state.batch[key] = metered
+        elif metered.quantity != quantity:
+            return {"UsageRecord": record, "Status": "DuplicateRecord"}
+        return {"UsageRecord": record, "MeteringRecordId": metered.record_id, "Status": "Success"}
+
+    # -- ResolveCustomer -------------------------------------------------------------------
+
+    def resolve_customer(self, body: JsonObject, identity: SignedIdentity) -> JsonObject:
+        """Exchange a registration token the emulator issued for the customer's identifiers."""
+        with self.state.lock:
+            customer = self.state.customers.get(body["RegistrationToken"])
+        if customer is None:
+            raise ServiceError("InvalidTokenException", "Registration token is invalid.")
+        if customer.expired:
+            raise ServiceError("ExpiredTokenException", "Registration token has expired.")
+        return {
+            "CustomerIdentifier": customer.customer_identifier,
+            "ProductCode": customer.product_code,
+            "CustomerAWSAccountId": customer.aws_account_id,
+            "LicenseArn": customer.license_arn,
+        }
+
+
+def _canonical(value: JsonObject) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
