@@ -101,10 +101,12 @@ def parse_public_key(value: str, variable: str) -> rsa.RSAPublicKey:
         try:
             pem = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
+            pem = b""
+        if b"-----BEGIN" not in pem:
             raise ConfigurationError(
                 f"{variable} is neither PEM text nor base64 of a PEM", variable=variable,
                 hint="paste the public key AWS Marketplace gave you, including its BEGIN/END lines",
-            ) from None  # fmt: skip
+            )  # fmt: skip
     return load_public_key_pem(pem, variable)
 
 
