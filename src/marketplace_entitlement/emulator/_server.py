@@ -79,6 +79,14 @@ class _Connection:
         self.fault: Fault | None = None
 
 
+@dataclass(frozen=True)
+class _Misbehaviour:
+    """A fault that answers badly: ``drop``, ``malformed`` or ``truncated``."""
+
+    kind: str
+    status: int
+
+
 class EmulatorHTTPServer(ThreadingHTTPServer):
     """A ``ThreadingHTTPServer`` that can close its open keep-alive connections when stopping."""
 
@@ -198,17 +206,20 @@ class _Handler(BaseHTTPRequestHandler):
             seen.body = parsed if isinstance(parsed, dict) else None
         except ValueError:
             seen.body = None
-        status, error_code = 200, None
+        error_code = None
+        answer: object = None
+        misbehaviour: _Misbehaviour | None = None
         try:
-            result = self._answer(raw, seen, target)
+            outcome = self._answer(raw, seen, target)
         except ServiceError as error:
-            status, error_code = error.status, error.error_type
-            self._send_json(status, _error_body(error), request_id=request_id)
+            status, error_code, answer = error.status, error.error_type, _error_body(error)
         else:
-            if result is None:  # a fault answered (or refused to answer) already
-                status = seen.fault.http_status if seen.fault else 0
+            if isinstance(outcome, _Misbehaviour):
+                misbehaviour = outcome
+                status = 0 if outcome.kind == "drop" else outcome.status
             else:
-                self._send_json(200, result, request_id=request_id)
+                status, answer = 200, outcome
+        # Record before answering, so a caller that got its answer finds the request recorded.
         backend.record(
             RecordedRequest(
                 time=received,
@@ -222,9 +233,13 @@ class _Handler(BaseHTTPRequestHandler):
                 request_id=request_id,
             )
         )
+        if misbehaviour is not None:
+            self._misbehave(misbehaviour.kind, misbehaviour.status)
+        else:
+            self._send_json(status, answer, request_id=request_id)
 
-    def _answer(self, raw: bytes, seen: _Connection, target: str) -> JsonObject | None:
-        """Authenticate, apply faults and limits, validate and run; None when a fault answered."""
+    def _answer(self, raw: bytes, seen: _Connection, target: str) -> JsonObject | _Misbehaviour:
+        """Authenticate, apply faults and limits, validate and run the operation."""
         backend = self.server.backend
         identity = parse_authorization(self.headers.get("Authorization"))
         seen.identity = identity
@@ -252,8 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "delay" and backend.stopping.wait(fault.delay or 0.0):
                 kind = "drop"  # the emulator is stopping: do not answer late
             if kind in ("drop", "malformed", "truncated"):
-                self._misbehave(kind, fault.http_status)
-                return None
+                return _Misbehaviour(kind, fault.http_status)
             unprocessed = kind == "unprocessed"
         if not backend.limiter.allow(seen.operation):
             raise ServiceError(THROTTLING, "Rate exceeded")
