@@ -92,6 +92,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 resets bursts of concurrent clients
 
     def __init__(self, address: tuple[str, int], backend: Backend, control: ControlHandler) -> None:
         self.backend = backend
