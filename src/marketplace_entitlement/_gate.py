@@ -11,14 +11,18 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from marketplace_entitlement._client import LazyClient, MeteringClient
 from marketplace_entitlement._errors import EntitlementError
-from marketplace_entitlement._register import call_with_retries
+from marketplace_entitlement._register import (
+    IncompleteResponseError,
+    backoff_delays,
+    call_with_retries,
+)
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement._verify import (
     check_claims,
@@ -70,9 +74,16 @@ def _utc(seconds: float) -> datetime:
 class Gate:
     """Registers and verifies with one client and one set of settings; safe to call from threads."""
 
-    def __init__(self, settings: Settings, client: MeteringClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: MeteringClient | None = None,
+        *,
+        retry_delays: Callable[[], Iterator[float]] = backoff_delays,
+    ) -> None:
         self.settings = settings
         self._client = LazyClient(settings, client)
+        self._retry_delays = retry_delays
 
     def check(
         self, stop: threading.Event | None = None, *, timeout: float | None = None
@@ -86,14 +97,20 @@ class Gate:
         stop_event = stop or threading.Event()
 
         def call() -> dict[str, Any]:
-            return self._client.get().register_usage(
+            response = self._client.get().register_usage(
                 ProductCode=settings.product_code,
                 PublicKeyVersion=settings.public_key_version,
                 Nonce=nonce,
             )
+            if "Signature" not in response:
+                # botocore turns an unparsable 200 body into an empty result: a server fault.
+                raise IncompleteResponseError("RegisterUsage answered without a Signature")
+            return response
 
         budget = settings.register_timeout if timeout is None else timeout
-        response = call_with_retries(call, timeout=budget, stop=stop_event)
+        response = call_with_retries(
+            call, timeout=budget, stop=stop_event, delays=self._retry_delays()
+        )
         return self._verify(response, nonce)
 
     def _verify(self, response: Mapping[str, Any], nonce: str) -> Entitlement:

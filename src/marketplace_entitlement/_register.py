@@ -113,6 +113,10 @@ _CREDENTIAL_HINT = (
 )
 
 
+class IncompleteResponseError(Exception):
+    """The service answered 200 without the member we need (a broken or truncated body)."""
+
+
 @dataclass(frozen=True)
 class Retryable:
     """A failure worth another attempt: its error code (or exception name) and message."""
@@ -124,6 +128,7 @@ class Retryable:
 def classify(error: BaseException) -> Retryable | EntitlementError:
     """Decide whether a failed RegisterUsage call is retried, or which error ends it."""
     from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
+    from botocore.parsers import ResponseParserError  # noqa: PLC0415
 
     if isinstance(error, bx.ClientError):
         details = error.response.get("Error", {})
@@ -138,14 +143,14 @@ def classify(error: BaseException) -> Retryable | EntitlementError:
         (
             bx.HTTPClientError,
             bx.ConnectionError,
-            bx.ResponseParserError,
+            ResponseParserError,
             bx.CredentialRetrievalError,
         ),
     ):
         return Retryable(type(error).__name__, str(error))
     if isinstance(error, bx.BotoCoreError):
         return ConfigurationError(f"RegisterUsage could not be sent: {error}")
-    if isinstance(error, OSError):
+    if isinstance(error, (OSError, IncompleteResponseError)):
         return Retryable(type(error).__name__, str(error))
     raise error
 

@@ -184,7 +184,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
         if values[name] < 0:
             variable = OPTIONS_BY_NAME[name].variable
             raise ConfigurationError(f"{variable} must not be negative", variable=variable)
-    key, source = _load_key(values.pop("public_key"), values.pop("public_key_file"))
+    key_text, key_path = values.pop("public_key"), values.pop("public_key_file")
+    if explicit.get("public_key") is not None or explicit.get("public_key_file") is not None:
+        # An explicit key replaces whatever the environment names, in either form.
+        key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
+    key, source = _load_key(key_text, key_path)
     if values["verify_signature"] and key is None:
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
