@@ -190,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             error = ServiceError(UNKNOWN_OPERATION, f"{self.command} is not supported")
             self._send_json(400, _error_body(error), request_id=request_id)
 
-    do_GET = do_PUT = do_POST = do_DELETE = _route  # noqa: N815  (names http.server dispatches to)
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _route  # noqa: N815  (http.server names)
 
     # -- the service ------------------------------------------------------------------------
 
