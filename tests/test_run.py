@@ -1,0 +1,291 @@
+"""``marketplace-entitlement run`` as the container ENTRYPOINT: the real CLI as PID 1, the emulator.
+
+Process supervision itself (signals, exit statuses, reaping) is proven in ``tests/supervisor``; this
+module proves what ``run`` adds: the gate before CMD, re-registration, its failure policy, the status
+file and the probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from marketplace_entitlement.emulator import Emulator
+
+CLI = [sys.executable, "-m", "marketplace_entitlement"]
+UNSHARE = shutil.which("unshare")
+AS_PID1 = [UNSHARE, "--pid", "--fork", "--mount-proc"] if UNSHARE else []
+
+pid1 = pytest.mark.skipif(
+    os.geteuid() != 0 or UNSHARE is None,
+    reason="PID 1 tests need root and unshare(1) to create a PID namespace",
+)
+
+
+def start_run(
+    env: dict[str, str], command: list[str], *options: str, as_pid1: bool = True
+) -> subprocess.Popen[str]:
+    """Start ``run [options] -- command`` (as PID 1 in a new PID namespace unless told otherwise)."""
+    argv = [*(AS_PID1 if as_pid1 else []), *CLI, "run", *options, "--", *command]
+    return subprocess.Popen(
+        [str(a) for a in argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def signal_wrapper(process: subprocess.Popen[str], signum: int) -> None:
+    """Send ``signum`` to the wrapper itself: unshare's child (PID 1 inside), not unshare."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    assert wait_for(lambda: bool(children.read_text().split())), "unshare's child never appeared"
+    os.kill(int(children.read_text().split()[0]), signum)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` every 20 ms until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pid1
+def test_entitled_run_starts_cmd_as_child_of_pid1(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Entitled: CMD runs (as a child of PID 1 in the namespace) and its status is the exit code."""
+    marker = tmp_path / "ran"
+    process = start_run(
+        aws_env, ["sh", "-c", f'echo "$PPID" > {marker}; exit 7'], "--reregister-interval", "0"
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 7, stderr
+    assert marker.read_text().strip() == "1"  # the wrapper is PID 1, CMD's parent
+
+
+@pid1
+@pytest.mark.parametrize(
+    ("setup", "exit_code"),
+    [("not_entitled", 77), ("platform_not_supported", 77), ("forged", 65), ("no_key", 78)],
+)
+def test_refused_run_never_starts_cmd(
+    service: Emulator,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    other_rsa_key: rsa.RSAPrivateKey,
+    setup: str,
+    exit_code: int,
+) -> None:
+    """Not entitled, unverifiable or misconfigured: the mapped exit code, and CMD never runs."""
+    env = dict(aws_env)
+    if setup == "forged":
+        service.set_token_factory(lambda c, k: jwt.encode(c, other_rsa_key, algorithm="PS256"))
+    elif setup == "no_key":
+        del env["MARKETPLACE_PUBLIC_KEY_FILE"]
+    else:
+        service.set_product("prod-test123", setup)
+    marker = tmp_path / "ran"
+    process = start_run(env, ["touch", str(marker)])
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == exit_code, stderr
+    assert not marker.exists()
+    assert '"event": "entitlement.refused"' in stderr
+
+
+@pid1
+def test_sigterm_during_startup_retries_exits_at_once_without_cmd(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM while startup is retrying throttled calls: exit 143 promptly, CMD never started."""
+    service.inject_fault("RegisterUsage", "error", error="ThrottlingException")
+    marker = tmp_path / "ran"
+    process = start_run(aws_env, ["touch", str(marker)])
+    assert wait_for(lambda: bool(service.requests("RegisterUsage")))
+    time.sleep(0.2)
+    signal_wrapper(process, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert not marker.exists()
+    assert len(service.requests("RegisterUsage")) == 1
+
+
+@pid1
+def test_reregistration_uses_fresh_nonces_while_cmd_runs(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """With a 1 s interval, RegisterUsage is repeated in the background, each with a new nonce."""
+    process = start_run(
+        aws_env, ["sleep", "30"], "--reregister-interval", "1s", "--stop-grace-period", "2s"
+    )
+    assert wait_for(lambda: len(service.requests("RegisterUsage")) >= 4, timeout=30)
+    signal_wrapper(process, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 128 + signal.SIGTERM, stderr  # sleep died of the forwarded TERM
+    nonces = [r.body["Nonce"] for r in service.requests("RegisterUsage") if r.body]
+    assert len(nonces) >= 4
+    assert len(set(nonces)) == len(nonces)
+    assert stderr.count('"event": "reregistration.succeeded"') >= 3
+
+
+def _forge_after_first(service: Emulator) -> None:
+    """From the second registration on, answer tokens for another nonce (verification fails)."""
+    seen: list[int] = []
+
+    def factory(claims: dict[str, object], key: rsa.RSAPrivateKey) -> str:
+        seen.append(1)
+        if len(seen) > 1:
+            claims = {**claims, "nonce": "replayed"}
+        return jwt.encode(claims, key, algorithm="PS256")
+
+    service.set_token_factory(factory)
+
+
+@pid1
+def test_failure_policy_keep_running_leaves_cmd_running(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Default policy: a failed re-registration is logged and recorded; CMD keeps running."""
+    _forge_after_first(service)
+    status = tmp_path / "status.json"
+    process = start_run(
+        {**aws_env, "MARKETPLACE_STATUS_FILE": str(status)},
+        ["sh", "-c", "sleep 4; exit 5"],
+        "--reregister-interval",
+        "1s",
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 5, stderr  # CMD ran to its own end
+    assert '"event": "reregistration.failed"' in stderr
+    state = json.loads(status.read_text())
+    assert state["last_error"]["exit_code"] == 65
+    assert state["entitled"] is False  # a verification failure ends the entitled state
+
+
+@pid1
+def test_failure_policy_stop_terminates_cmd_and_exits_with_the_refusal_code(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Policy ``stop``: a failed re-registration SIGTERMs CMD, and run exits with the refusal code."""
+    _forge_after_first(service)
+    marker = tmp_path / "terminated"
+    child = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
+    process = start_run(
+        aws_env,
+        ["sh", "-c", child],
+        "--reregister-interval",
+        "1s",
+        "--reregister-failure-policy",
+        "stop",
+        "--stop-grace-period",
+        "5s",
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 65, stderr
+    assert marker.exists()  # CMD got SIGTERM and ran its handler: a graceful stop
+
+
+@pid1
+def test_failure_policy_stop_kills_cmd_that_ignores_sigterm(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """Policy ``stop`` with a CMD ignoring SIGTERM: SIGKILL after the grace period, exit code 65."""
+    _forge_after_first(service)
+    child = "trap '' TERM; while :; do sleep 0.1; done"
+    started = time.monotonic()
+    process = start_run(
+        aws_env,
+        ["sh", "-c", child],
+        "--reregister-interval",
+        "1s",
+        "--reregister-failure-policy",
+        "stop",
+        "--stop-grace-period",
+        "1s",
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 65, stderr
+    assert "SIGKILL" in stderr
+    assert time.monotonic() - started < 25
+
+
+@pid1
+def test_status_file_and_probe_follow_the_state(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The status file says entitled while CMD runs, and ``probe`` passes; a tiny max age fails it."""
+    status = tmp_path / "run" / "status.json"
+    env = {**aws_env, "MARKETPLACE_STATUS_FILE": str(status)}
+    process = start_run(env, ["sleep", "30"], "--reregister-interval", "0")
+    assert wait_for(status.exists)
+    state = json.loads(status.read_text())
+    assert state["state"] == "entitled"
+    assert state["product_code"] == "prod-test123"
+    assert isinstance(state["last_success"], float)
+    probe = subprocess.run([*CLI, "probe"], env=env, capture_output=True, text=True, check=False)
+    assert probe.returncode == 0, probe.stderr
+    assert "entitled" in probe.stdout
+    time.sleep(0.3)
+    stale = subprocess.run(
+        [*CLI, "probe", "--max-age", "100ms"], env=env, capture_output=True, text=True, check=False
+    )
+    assert stale.returncode == 1
+    assert "more than" in stale.stderr
+    signal_wrapper(process, signal.SIGTERM)
+    process.communicate(timeout=15)
+
+
+def test_status_file_records_a_refusal_and_probe_fails(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """After a refusal the status file says not entitled with the error, and the probe fails."""
+    service.set_product("prod-test123", "not_entitled")
+    status = tmp_path / "status.json"
+    env = {**aws_env, "MARKETPLACE_STATUS_FILE": str(status)}
+    process = start_run(env, ["true"], as_pid1=False)
+    process.communicate(timeout=60)
+    assert process.returncode == 77
+    state = json.loads(status.read_text())
+    assert state["state"] == "not_entitled"
+    assert state["last_error"]["aws_error_code"] == "CustomerNotEntitledException"
+    probe = subprocess.run([*CLI, "probe"], env=env, capture_output=True, text=True, check=False)
+    assert probe.returncode == 1
+    assert "CustomerNotEntitledException" in probe.stderr
+
+
+def test_probe_without_status_file(tmp_path: Path) -> None:
+    """The probe fails (1) when the file does not exist, and 78 when no file is configured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
+    missing = subprocess.run(
+        [*CLI, "probe", "--status-file", str(tmp_path / "none.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "has not registered yet" in missing.stderr
+    unset = subprocess.run([*CLI, "probe"], env=env, capture_output=True, text=True, check=False)
+    assert unset.returncode == 78
+    assert "MARKETPLACE_STATUS_FILE" in unset.stderr
+
+
+def test_run_without_command_is_a_usage_error(aws_env: dict[str, str]) -> None:
+    """``run`` with nothing after ``--`` exits 64 and says how to call it."""
+    result = subprocess.run([*CLI, "run"], env=aws_env, capture_output=True, text=True, check=False)
+    assert result.returncode == 64
+    assert "run -- CMD" in result.stderr
