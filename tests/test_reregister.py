@@ -1,0 +1,86 @@
+"""Background re-registration for applications using the import API, against the emulator."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from marketplace_entitlement import (
+    Entitlement,
+    EntitlementError,
+    Reregistration,
+    load_settings,
+    start_reregistration,
+)
+from marketplace_entitlement._gate import Gate
+from marketplace_entitlement.emulator import Emulator
+
+
+def test_reregisters_periodically_with_fresh_nonces(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """start_reregistration re-registers every interval, each time verified with a new nonce."""
+    seen: list[Entitlement] = []
+    three = threading.Event()
+
+    def on_success(entitlement: Entitlement) -> None:
+        seen.append(entitlement)
+        if len(seen) >= 3:
+            three.set()
+
+    handle = start_reregistration(interval=0.2, on_success=on_success)
+    try:
+        assert three.wait(20)
+    finally:
+        handle.stop()
+    assert not handle.running
+    assert all(e.verified for e in seen)
+    assert len({e.nonce for e in seen}) == len(seen)
+
+
+def test_failures_reach_on_failure_and_the_loop_goes_on(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """A failed round calls on_failure with the error; later rounds still run."""
+    service.set_product("prod-test123", "not_entitled")
+    failures: list[EntitlementError] = []
+    two = threading.Event()
+
+    def on_failure(error: EntitlementError) -> None:
+        failures.append(error)
+        if len(failures) >= 2:
+            two.set()
+
+    handle = start_reregistration(interval=0.2, on_failure=on_failure)
+    try:
+        assert two.wait(20)
+    finally:
+        handle.stop()
+    assert all(f.exit_code == 77 for f in failures)
+
+
+def test_stop_ends_the_wait_at_once(service: Emulator, aws_env: dict[str, str]) -> None:
+    """stop() during a long interval wait returns promptly and no registration happens."""
+    handle = Reregistration(Gate(load_settings()), interval=3600).start()
+    started = time.monotonic()
+    handle.stop(timeout=5)
+    assert not handle.running
+    assert time.monotonic() - started < 5
+    assert service.requests() == []
+
+
+def test_waits_are_jittered_around_the_interval(aws_env: dict[str, str]) -> None:
+    """Each wait is the interval +/- 10%, so containers started together drift apart."""
+    handle = Reregistration(Gate(load_settings()), interval=100, rng=random.Random(7))
+    waits = [handle.next_wait() for _ in range(200)]
+    assert all(90 <= w <= 110 for w in waits)
+    assert max(waits) - min(waits) > 10
+
+
+def test_interval_must_be_positive(aws_env: dict[str, str]) -> None:
+    """An interval of 0 (re-registration off) cannot start a thread."""
+    with pytest.raises(ValueError, match="positive"):
+        Reregistration(Gate(load_settings()), interval=0)
