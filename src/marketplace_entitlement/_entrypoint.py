@@ -82,22 +82,31 @@ def log_refusal(error: EntitlementError) -> None:
     )
 
 
+def _pass_gate(gate: Gate, signals: SignalPipe, status: StatusFile | None) -> Entitlement | int:
+    """Run the gate; record the outcome in the status file; an int is the refusal's exit code."""
+    try:
+        entitlement = gate_interruptibly(gate, signals)
+    except EntitlementError as error:
+        if status is not None and not isinstance(error, RegistrationInterrupted):
+            status.record_failure(error, at=time.time(), next_attempt=None)
+        log_refusal(error)
+        return error.exit_code
+    if status is not None:
+        interval = gate.settings.reregister_interval
+        status.record_success(
+            registered_at=entitlement.registered_at.timestamp(),
+            next_attempt=time.time() + interval if interval > 0 else None,
+        )
+    return entitlement
+
+
 def run_check(settings: Settings, stdout: TextIO, client: MeteringClient | None = None) -> int:
     """``check``: one registration and verification; the entitlement as JSON on stdout."""
-    status = _status_file(settings)
     with SignalPipe() as signals:
-        try:
-            entitlement = gate_interruptibly(Gate(settings, client), signals)
-        except EntitlementError as error:
-            if status is not None and not isinstance(error, RegistrationInterrupted):
-                status.record_failure(error, at=time.time(), next_attempt=None)
-            log_refusal(error)
-            return error.exit_code
-    if status is not None:
-        status.record_success(
-            registered_at=entitlement.registered_at.timestamp(), next_attempt=None
-        )
-    stdout.write(json.dumps(entitlement.to_json()) + "\n")
+        outcome = _pass_gate(Gate(settings, client), signals, _status_file(settings))
+    if isinstance(outcome, int):
+        return outcome
+    stdout.write(json.dumps(outcome.to_json()) + "\n")
     stdout.flush()
     return 0
 
@@ -119,19 +128,9 @@ def run_entrypoint(
     status = _status_file(settings)
     gate = Gate(settings, client)
     with SignalPipe() as signals:
-        try:
-            entitlement = gate_interruptibly(gate, signals)
-        except EntitlementError as error:
-            if status is not None and not isinstance(error, RegistrationInterrupted):
-                status.record_failure(error, at=time.time(), next_attempt=None)
-            log_refusal(error)
-            return error.exit_code
-        interval = settings.reregister_interval
-        if status is not None:
-            status.record_success(
-                registered_at=entitlement.registered_at.timestamp(),
-                next_attempt=time.time() + interval if interval > 0 else None,
-            )
+        outcome = _pass_gate(gate, signals, status)
+        if isinstance(outcome, int):
+            return outcome
         supervisor = Supervisor(command, supervisor_options(settings), signals)
         try:
             supervisor.start()
@@ -140,7 +139,7 @@ def run_entrypoint(
             return error.exit_code
         stopped_for: list[EntitlementError] = []
         reregistration = None
-        if interval > 0:
+        if settings.reregister_interval > 0:
             reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
         try:
             code = supervisor.run()
