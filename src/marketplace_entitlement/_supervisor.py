@@ -66,13 +66,13 @@ class CommandError(EntitlementError):
         return self.code
 
 
-class CommandNotFound(CommandError):  # noqa: N818 - the name the CLI's design fixed
+class CommandNotFound(CommandError):
     """CMD is not a file, nor found on PATH (exit 127)."""
 
     code = _exit_codes.NOT_FOUND
 
 
-class CommandNotExecutable(CommandError):  # noqa: N818 - the name the CLI's design fixed
+class CommandNotExecutable(CommandError):
     """CMD exists but the kernel refused to execute it (exit 126)."""
 
     code = _exit_codes.CANNOT_EXECUTE

@@ -1,0 +1,224 @@
+"""Run the supervisor harness as a real process (as PID 1 of a new PID namespace, or not) for tests.
+
+A reader thread collects the child's stdout lines so tests can wait for a line with a generous
+timeout; ``send`` signals the supervisor itself (for PID 1, its pid as seen from outside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+HARNESS = HERE / "harness.py"
+PYTHON = sys.executable
+TIMEOUT = 20.0  # generous: waiting for something to happen, never a measured duration
+
+
+@functools.cache
+def pid1_skip_reason() -> str | None:
+    """Why PID 1 tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root for unshare --pid"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return f"unshare --pid --fork --mount-proc fails here: {probe.stderr.decode().strip()}"
+    return None
+
+
+def skip_unless_pid1() -> None:
+    """Skip the calling test, with the reason, when a PID namespace cannot be made."""
+    reason = pid1_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def child(script: str, *args: str) -> list[str]:
+    """The command line running one of the helper child scripts in this directory."""
+    return [PYTHON, str(HERE / script), *args]
+
+
+class Supervised:
+    """The harness supervising ``command``, started as PID 1 (``pid1=True``) or as a plain child."""
+
+    def __init__(self, command: Sequence[str], *flags: str, pid1: bool = True) -> None:
+        if pid1:
+            skip_unless_pid1()
+        prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
+        self.pid1 = pid1
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.process = subprocess.Popen(
+            [*prefix, PYTHON, str(HARNESS), *flags, "--", *command],
+            stdin=subprocess.PIPE,  # the echo children run until it closes
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._stderr_lines: list[str] = []
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._supervisor_pid: int | None = None
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr_lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        """What the supervisor (and the children) wrote to stderr so far."""
+        return "".join(self._stderr_lines)
+
+    def expect_log(self, fragment: str, timeout: float = TIMEOUT) -> None:
+        """Wait until a stderr line contains ``fragment`` (test code may poll)."""
+        deadline = time.monotonic() + timeout
+        while not any(fragment in line for line in list(self._stderr_lines)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {fragment!r}; stderr: {self.stderr}")
+            time.sleep(0.01)
+
+    def expect(self, wanted: str, timeout: float = TIMEOUT) -> list[str]:
+        """Wait for the stdout line ``wanted``; return the lines read up to and including it."""
+        deadline = time.monotonic() + timeout
+        read: list[str] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line {wanted!r} within {timeout} s; saw {self.seen}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.lines.put(None)
+                raise AssertionError(f"stdout closed before {wanted!r}; saw {self.seen}")
+            self.seen.append(line)
+            read.append(line)
+            if line == wanted:
+                return read
+
+    def expect_all(self, *wanted: str, timeout: float = TIMEOUT) -> None:
+        """Wait until every line in ``wanted`` has been seen, in any order."""
+        deadline = time.monotonic() + timeout
+        while missing := [line for line in wanted if line not in self.seen]:
+            self.expect(missing[0], timeout=max(0.0, deadline - time.monotonic()))
+
+    def supervisor_pid(self) -> int:
+        """The harness's pid as this process sees it (the child of unshare when PID 1)."""
+        if not self.pid1:
+            return self.process.pid
+        if self._supervisor_pid is None:
+            deadline = time.monotonic() + TIMEOUT
+            while self._supervisor_pid is None and time.monotonic() < deadline:
+                self._supervisor_pid = _child_of(self.process.pid)
+                time.sleep(0.01)
+            assert self._supervisor_pid is not None, "unshare's child never appeared"
+        return self._supervisor_pid
+
+    def send(self, signum: int) -> None:
+        """Send ``signum`` to the supervisor."""
+        os.kill(self.supervisor_pid(), signum)
+
+    def close_stdin(self) -> None:
+        """Close the children's stdin (the echo children exit at end of input)."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """Wait for the supervisor to exit; return its exit status."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        self._stderr_reader.join(timeout)
+        return code
+
+    def rest_of_stdout(self) -> list[str]:
+        """Every stdout line not yet read by expect(), once the process has exited."""
+        rest: list[str] = []
+        try:
+            while (line := self.lines.get(timeout=TIMEOUT)) is not None:
+                rest.append(line)
+        except queue.Empty:
+            raise AssertionError(f"stdout still open {TIMEOUT} s after exit: {rest}") from None
+        self.lines.put(None)
+        self.seen.extend(rest)
+        return rest
+
+    def __enter__(self) -> Supervised:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            # As PID 1 the harness is unshare's child: SIGKILL it (ending its namespace) first.
+            if self.pid1 and self._supervisor_pid is None:
+                self._supervisor_pid = _child_of(self.process.pid)
+            if self.pid1 and self._supervisor_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._supervisor_pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+        self.close_stdin()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _child_of(parent: int) -> int | None:
+    """The pid of a process whose parent is ``parent``, from /proc (None if there is none yet)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            return int(entry)
+    return None
+
+
+def run(command: Sequence[str], *flags: str, pid1: bool = True) -> tuple[int, str, str]:
+    """Supervise ``command`` to the end; return (exit status, stdout, stderr)."""
+    with Supervised(command, *flags, pid1=pid1) as supervised:
+        code = supervised.wait()
+        stdout = "\n".join(supervised.rest_of_stdout())
+        return code, stdout, supervised.stderr
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+__all__ = ["PYTHON", "Supervised", "alive", "child", "run", "skip_unless_pid1"]
