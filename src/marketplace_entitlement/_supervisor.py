@@ -48,6 +48,8 @@ _JOB_CONTROL_STOPS: Final = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SI
 # Signals that ask a process to end. A stopped child cannot act on them, so they are followed by
 # SIGCONT (in a container nothing else would ever resume it).
 _SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP})
+# Forwarded at debug level: a terminal being resized sends a stream of them.
+_QUIET_SIGNALS: Final = frozenset({signal.SIGWINCH})
 _WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED
 
 
@@ -165,7 +167,7 @@ class Supervisor:
             "started %s as pid %d",
             self._argv,
             self._pid,
-            extra={"child_pid": self._pid, "argv": self._argv},
+            extra={"event": "command.started", "child_pid": self._pid, "argv": self._argv},
         )
         self._hand_terminal_to_child()
 
@@ -250,12 +252,17 @@ class Supervisor:
             self._signal_group(delivered)
         else:
             self._kill(delivered)
-        logger.info(
+        logger.log(
+            logging.DEBUG if delivered in _QUIET_SIGNALS else logging.INFO,
             "forwarded %s to %s %d",
             signal_name(delivered),
             "process group" if self._options.signal_group else "pid",
             self._pid,
-            extra={"signal": signal_name(delivered), "child_pid": self._pid},
+            extra={
+                "event": "signal.forwarded",
+                "signal": signal_name(delivered),
+                "child_pid": self._pid,
+            },
         )
         if self._child_stopped and (
             received in _SHUTDOWN_SIGNALS or delivered in _SHUTDOWN_SIGNALS
@@ -324,10 +331,19 @@ class Supervisor:
                 logger.info(
                     "the command exited with status %d",
                     self._status,
-                    extra={"child_pid": pid, "exit_status": self._status},
+                    extra={
+                        "event": "command.exited",
+                        "child_pid": pid,
+                        "exit_status": self._status,
+                    },
                 )
             else:
-                logger.debug("reaped orphan pid %d (status %d)", pid, _exit_status(status))
+                logger.debug(
+                    "reaped orphan pid %d (status %d)",
+                    pid,
+                    _exit_status(status),
+                    extra={"event": "orphan.reaped", "orphan_pid": pid},
+                )
 
     def _on_child_stopped(self, signum: int) -> None:
         """Job control: follow a stopped child so it cannot hang the container or the terminal."""
