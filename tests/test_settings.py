@@ -6,7 +6,6 @@ import base64
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from marketplace_entitlement._parsers import (
     parse_duration,
     parse_signal_rewrite,
 )
+from marketplace_entitlement._rsa import load_pem_public_key
 from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, public_pem
 
 BASE = {"MARKETPLACE_PRODUCT_CODE": "prod-abc123", "MARKETPLACE_VERIFY_SIGNATURE": "false"}
@@ -189,7 +189,7 @@ def test_public_key_as_pem_text_base64_escaped_or_file(
     for form in forms:
         settings = load_settings({"MARKETPLACE_PRODUCT_CODE": "p", **form})
         assert settings.public_key is not None
-        assert settings.public_key.public_numbers() == expected
+        assert (settings.public_key.n, settings.public_key.e) == (expected.n, expected.e)
 
 
 def test_verification_on_without_a_key_is_a_configuration_error() -> None:
@@ -217,7 +217,7 @@ def test_both_key_variables_set_is_ambiguous(rsa_key: rsa.RSAPrivateKey, tmp_pat
     ("value", "problem"),
     [
         ("not a key at all", "neither PEM"),
-        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "readable PEM"),
+        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "readable RSA public key"),
     ],
 )
 def test_unreadable_key_is_refused(value: str, problem: str) -> None:
@@ -237,9 +237,7 @@ def test_missing_key_file_is_refused(tmp_path: Path) -> None:
 
 def test_jwt_io_demo_key_is_refused_with_the_trap_explained() -> None:
     """The jwt.io demo key from AWS's Java sample is refused, and the message says why."""
-    demo = serialization.load_pem_public_key(JWT_IO_DEMO_PUBLIC_KEY_PEM)
-    assert isinstance(demo, rsa.RSAPublicKey)
-    assert is_jwt_io_demo_key(demo)
+    assert is_jwt_io_demo_key(load_pem_public_key(JWT_IO_DEMO_PUBLIC_KEY_PEM))
     with pytest.raises(ConfigurationError) as caught:
         load_settings(
             {
@@ -253,7 +251,7 @@ def test_jwt_io_demo_key_is_refused_with_the_trap_explained() -> None:
 
 def test_real_sized_key_is_not_mistaken_for_the_demo_key(rsa_key: rsa.RSAPrivateKey) -> None:
     """An ordinary RSA-3072 key is not flagged as the demo key."""
-    assert not is_jwt_io_demo_key(rsa_key.public_key())
+    assert not is_jwt_io_demo_key(load_pem_public_key(public_pem(rsa_key)))
 
 
 def test_small_rsa_key_is_refused() -> None:
@@ -297,3 +295,13 @@ def test_unknown_setting_argument_is_a_type_error() -> None:
     """A misspelt keyword argument is a programming error, not silently ignored."""
     with pytest.raises(TypeError, match="product_cod"):
         load_settings(BASE, product_cod="x")
+
+
+def test_cryptography_key_object_is_accepted_and_checked(rsa_key: rsa.RSAPrivateKey) -> None:
+    """The import API takes a cryptography RSA public key object, with the same checks."""
+    settings = load_settings({"MARKETPLACE_PRODUCT_CODE": "p"}, public_key=rsa_key.public_key())
+    assert settings.public_key is not None
+    assert settings.public_key.n == rsa_key.public_key().public_numbers().n
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    with pytest.raises(ConfigurationError, match="1024-bit"):
+        load_settings({"MARKETPLACE_PRODUCT_CODE": "p"}, public_key=small.public_key())

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from marketplace_entitlement._cli import main
+from marketplace_entitlement._cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -7,10 +7,8 @@ import binascii
 import re
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from marketplace_entitlement._errors import ConfigurationError
+from marketplace_entitlement._rsa import KeyFormatError, RsaPublicKey, load_pem_public_key, spki_der
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -92,7 +90,7 @@ def parse_choice(value: str, variable: str, choices: tuple[str, ...]) -> str:
     return lowered
 
 
-def parse_public_key(value: str, variable: str) -> rsa.RSAPublicKey:
+def parse_public_key(value: str, variable: str) -> RsaPublicKey:
     r"""Load an RSA public key from PEM text, PEM with ``\n`` escapes, or base64 of the PEM."""
     text = value.strip().replace("\\n", "\n")
     if "-----BEGIN" in text:
@@ -110,7 +108,7 @@ def parse_public_key(value: str, variable: str) -> rsa.RSAPublicKey:
     return load_public_key_pem(pem, variable)
 
 
-def read_public_key_file(path: str, variable: str) -> rsa.RSAPublicKey:
+def read_public_key_file(path: str, variable: str) -> RsaPublicKey:
     """Read and load an RSA public key PEM file."""
     try:
         pem = Path(path).read_bytes()
@@ -121,20 +119,20 @@ def read_public_key_file(path: str, variable: str) -> rsa.RSAPublicKey:
     return load_public_key_pem(pem, variable)
 
 
-def load_public_key_pem(pem: bytes, variable: str) -> rsa.RSAPublicKey:
+def load_public_key_pem(pem: bytes, variable: str) -> RsaPublicKey:
     """Load PEM bytes as an RSA public key, refusing small keys and the jwt.io demo key."""
     try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as error:
+        key = load_pem_public_key(pem)
+    except KeyFormatError as error:
         raise ConfigurationError(
-            f"{variable} does not hold a readable PEM public key", variable=variable,
+            f"{variable} does not hold a readable RSA public key PEM ({error})", variable=variable,
             hint="expected '-----BEGIN PUBLIC KEY-----' ... as AWS Marketplace provides it",
         ) from error  # fmt: skip
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ConfigurationError(
-            f"{variable} holds a {type(key).__name__}, not an RSA key", variable=variable,
-            hint="Marketplace signs RegisterUsage with PS256, which needs the product's RSA key",
-        )  # fmt: skip
+    return check_public_key(key, variable)
+
+
+def check_public_key(key: RsaPublicKey, variable: str) -> RsaPublicKey:
+    """Refuse the jwt.io demo key and keys too small to be a Marketplace product key."""
     if is_jwt_io_demo_key(key):
         raise ConfigurationError(
             f"{variable} holds the jwt.io demo key from AWS's Java sample, not your product's key",
@@ -152,15 +150,12 @@ def load_public_key_pem(pem: bytes, variable: str) -> rsa.RSAPublicKey:
     return key
 
 
-def is_jwt_io_demo_key(key: rsa.RSAPublicKey) -> bool:
+def is_jwt_io_demo_key(key: RsaPublicKey) -> bool:
     """Tell whether ``key`` is the well-known jwt.io demo key (FACTS.md's trap).
 
     Its PEM body (base64 of the SubjectPublicKeyInfo) carries the modulus prefix FACTS.md quotes.
     """
-    spki = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return JWT_IO_DEMO_MODULUS_PREFIX in base64.b64encode(spki).decode()
+    return JWT_IO_DEMO_MODULUS_PREFIX in base64.b64encode(spki_der(key)).decode()
 
 
 def parse_signal_rewrite(value: str, variable: str) -> tuple[tuple[int, int], ...]:

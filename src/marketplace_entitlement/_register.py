@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import backoff
-
 from marketplace_entitlement import _env
 from marketplace_entitlement._errors import (
     ConfigurationError,
@@ -181,6 +179,8 @@ def backoff_delays(
     rng: random.Random | None = None,
 ) -> Iterator[float]:
     """Yield the waits between attempts: ``backoff.expo`` values, ``equal`` or ``full`` jitter."""
+    import backoff  # noqa: PLC0415  (only on a retry: it imports asyncio, ~3 ms on every start)
+
     draw = rng or random.SystemRandom()
     values = backoff.expo(base=factor, factor=base, max_value=cap)
     next(values)  # backoff's generators are primed with one bare yield

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from marketplace_entitlement import _env
 from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement._parsers import (
+    check_public_key,
     parse_bool,
     parse_choice,
     parse_duration,
@@ -28,6 +27,7 @@ from marketplace_entitlement._parsers import (
     parse_signal_rewrite,
     read_public_key_file,
 )
+from marketplace_entitlement._rsa import RsaPublicKey
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -118,7 +118,7 @@ class Settings:
 
     product_code: str
     public_key_version: int = 1
-    public_key: rsa.RSAPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
+    public_key: RsaPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
     public_key_source: str | None = None
     verify_signature: bool = True
     register_timeout: float = 1800.0
@@ -206,15 +206,18 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
     )
 
 
-def _load_key(text: Any, path: Any) -> tuple[rsa.RSAPublicKey | None, str | None]:
+def _load_key(text: Any, path: Any) -> tuple[RsaPublicKey | None, str | None]:
     """Load the key from exactly one of the two variables (both set is ambiguous)."""
     if text is not None and path is not None:
         raise ConfigurationError(
             f"both {_env.PUBLIC_KEY} and {_env.PUBLIC_KEY_FILE} are set",
             variable=_env.PUBLIC_KEY, hint="set only one of them",
         )  # fmt: skip
-    if isinstance(text, rsa.RSAPublicKey):
-        return text, _env.PUBLIC_KEY
+    if hasattr(text, "public_numbers"):  # a cryptography RSAPublicKey passed to the import API
+        numbers = text.public_numbers()
+        text = RsaPublicKey(numbers.n, numbers.e)
+    if isinstance(text, RsaPublicKey):
+        return check_public_key(text, _env.PUBLIC_KEY), _env.PUBLIC_KEY
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if text is not None:

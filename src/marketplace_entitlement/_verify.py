@@ -1,24 +1,27 @@
 """Verify the RegisterUsage Signature: PS256 only, fixed here; claims equal to what was sent.
 
 The verifier never takes the algorithm from the token, never returns ``False``: it returns the
-verified claims or raises a VerificationError saying what failed.
+verified claims or raises a VerificationError saying what failed. The JWS compact form is parsed
+here, strictly (RFC 7515: three unpadded base64url parts, JSON object header and payload), and the
+signature checked with ``_rsa``; PyJWT is not needed on this path (see ``_rsa`` for why).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from marketplace_entitlement._errors import (
     ClaimMismatchError,
     InvalidSignatureError,
     MalformedTokenError,
 )
+from marketplace_entitlement._rsa import RsaPublicKey
 
 ALGORITHM = "PS256"
 # A RegisterUsage token is a few hundred bytes (an RSA-3072 signature is 512 base64url characters);
@@ -30,6 +33,8 @@ MAX_CLOCK_SKEW_SECONDS = 300.0
 
 # Each claim we check, by its camelCase name (seen from the real service) and its PascalCase name
 # (AWS's prose). FACTS.md: accept either; never rely on claims not listed here.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
 CLAIM_SPELLINGS: Mapping[str, tuple[str, str]] = {
     "productCode": ("productCode", "ProductCode"),
     "publicKeyVersion": ("publicKeyVersion", "PublicKeyVersion"),
@@ -51,7 +56,7 @@ class VerifiedClaims:
 
 def verify_signature(
     token: str,
-    key: rsa.RSAPublicKey,
+    key: RsaPublicKey,
     *,
     product_code: str,
     public_key_version: int,
@@ -71,61 +76,64 @@ def verify_signature(
 
 def read_unverified_claims(token: str) -> dict[str, Any]:
     """Read a token's claims without checking its signature (only when verification is off)."""
-    _check_shape(token)
+    _header, claims, _signing_input, _signature = _split(token)
+    return claims
+
+
+def _b64url_decode(part: str, what: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 section 2): anything else is malformed."""
+    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise MalformedTokenError(f"the Signature's {what} is not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as error:
-        raise MalformedTokenError(f"the Signature is not a readable JWT: {error}") from error
-    return dict(claims)
+        value = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise MalformedTokenError(f"the Signature's {what} is not JSON") from error
+    if not isinstance(value, dict):
+        raise MalformedTokenError(f"the Signature's {what} is not a JSON object")
+    return value
 
 
-def _check_shape(token: object) -> None:
+def _split(token: object) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """Split a JWS compact token into header, claims, signing input and signature bytes."""
     if not isinstance(token, str) or not token:
-        raise MalformedTokenError("RegisterUsage returned no Signature")
+        raise MalformedTokenError("RegisterUsage returned an empty Signature")
     if len(token) > MAX_TOKEN_BYTES:
         raise MalformedTokenError(
             f"the Signature is {len(token)} bytes, more than the {MAX_TOKEN_BYTES} a token can be"
         )
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise MalformedTokenError("the Signature is not a JWT (header.payload.signature)")
+    header_b64, payload_b64, signature_b64 = parts
+    header = _json_object(_b64url_decode(header_b64, "header"), "header")
+    claims = _json_object(_b64url_decode(payload_b64, "payload"), "payload")
+    signature = _b64url_decode(signature_b64, "signature")
+    return header, claims, f"{header_b64}.{payload_b64}".encode("ascii"), signature
 
 
-def _decode(token: str, key: rsa.RSAPublicKey) -> dict[str, Any]:
-    _check_shape(token)
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise MalformedTokenError(f"the Signature is not a JWT: {error}") from error
+def _decode(token: str, key: RsaPublicKey) -> dict[str, Any]:
+    """Check the header, then the RSASSA-PSS signature with ``key``; return the claims."""
+    header, claims, signing_input, signature = _split(token)
     if header.get("alg") != ALGORITHM:
         raise MalformedTokenError(
             f"the Signature uses alg {header.get('alg')!r}; only {ALGORITHM} is accepted",
             hint=_PLAUSIBILITY_HINT,
         )
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            options={
-                "require": ["iat"],
-                "verify_iat": False,  # checked below with our documented skew, both ways
-                "verify_aud": False,
-                "verify_iss": False,
-            },
+    if "crit" in header:
+        raise MalformedTokenError(
+            "the Signature's header has critical extensions this verifier does not implement",
+            hint=_PLAUSIBILITY_HINT,
         )
-    except jwt.InvalidSignatureError as error:
+    if not key.verify_pss_sha256(signature, signing_input):
         raise InvalidSignatureError(
             "the Signature does not verify with the configured public key",
             hint="check that MARKETPLACE_PUBLIC_KEY(_FILE) holds this product's key for "
             "MARKETPLACE_PUBLIC_KEY_VERSION",
-        ) from error
-    except jwt.MissingRequiredClaimError as error:
-        raise ClaimMismatchError(
-            f"the Signature has no {error.claim!r} claim", claim=error.claim, expected="present",
-            actual=None, hint=_PLAUSIBILITY_HINT,
-        ) from error  # fmt: skip
-    except jwt.PyJWTError as error:
-        raise MalformedTokenError(f"the Signature could not be verified: {error}") from error
-    if not isinstance(claims, dict):
-        raise MalformedTokenError("the Signature's payload is not a JSON object")
+        )
     return claims
 
 
