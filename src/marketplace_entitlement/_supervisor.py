@@ -163,13 +163,13 @@ class Supervisor:
             )
         except OSError as error:
             raise _command_error(command, error, self._env.get("PATH")) from error
+        self._hand_terminal_to_child()
         logger.info(
             "started %s as pid %d",
             self._argv,
             self._pid,
             extra={"event": "command.started", "child_pid": self._pid, "argv": self._argv},
         )
-        self._hand_terminal_to_child()
 
     def request_stop(self, reason: str) -> None:
         """Ask the loop, from any thread, to stop the child: SIGTERM its group, then SIGKILL.
@@ -349,6 +349,12 @@ class Supervisor:
         """Job control: follow a stopped child so it cannot hang the container or the terminal."""
         self._child_stopped = True
         name = signal_name(signum)
+        if signum in (signal.SIGTTIN, signal.SIGTTOU) and self._child_holds_terminal():
+            # The command used the terminal before start() handed it over (a race at startup);
+            # it is in the foreground now, so its retried read or write will succeed.
+            logger.debug("the command was stopped by %s before it held the terminal", name)
+            self._signal_group(signal.SIGCONT)
+            return
         if signum in _JOB_CONTROL_STOPS and self._is_interactive():
             # Under a job-control shell, stop too, so the shell sees the job stopped and takes
             # its terminal back; its SIGCONT on `fg` is forwarded (after handing the terminal back).
@@ -364,6 +370,13 @@ class Supervisor:
     def _is_interactive(self) -> bool:
         """True when not PID 1 and stdin is a terminal: a job-control shell may be our parent."""
         return not self._is_init and os.isatty(0)
+
+    def _child_holds_terminal(self) -> bool:
+        """True when stdin is a terminal whose foreground process group is the command's."""
+        try:
+            return os.isatty(0) and os.tcgetpgrp(0) == self._pid
+        except OSError:
+            return False
 
     def _hand_terminal_to_child(self) -> None:
         """Make the child's group the terminal's foreground group, if we hold the foreground."""
