@@ -11,7 +11,10 @@
     │   ├── MalformedTokenError           65  (not a JWT, not PS256, unreadable claims)
     │   ├── InvalidSignatureError         65  (signature does not verify with the configured key)
     │   └── ClaimMismatchError            65  .claim, .expected, .actual
-    └── RegistrationInterrupted           128+N  .signum (a shutdown was requested while waiting)
+    ├── RegistrationInterrupted           128+N  .signum (a shutdown was requested while waiting)
+    └── CommandError                      .command  (``run`` could not start CMD)
+        ├── CommandNotFound               127
+        └── CommandNotExecutable          126
 """
 
 from __future__ import annotations
@@ -111,12 +114,31 @@ class RegistrationInterrupted(EntitlementError):
         self.signum = signum
 
 
+class CommandError(EntitlementError):
+    """``run`` could not start CMD; ``command`` names it."""
+
+    def __init__(self, message: str, *, command: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+
+
+class CommandNotFound(CommandError):
+    """CMD is not a file, nor found on PATH (exit 127)."""
+
+
+class CommandNotExecutable(CommandError):
+    """CMD exists but the kernel refused to execute it (exit 126)."""
+
+
 # The one table: most specific class first is not needed, lookup walks the MRO.
 EXIT_CODES: Final[dict[type[EntitlementError], int]] = {
     ConfigurationError: _exit_codes.CONFIGURATION,
     NotEntitledError: _exit_codes.NOT_ENTITLED,
     ServiceUnavailableError: _exit_codes.SERVICE_UNAVAILABLE,
     VerificationError: _exit_codes.VERIFICATION_FAILED,
+    CommandNotFound: _exit_codes.NOT_FOUND,
+    CommandNotExecutable: _exit_codes.CANNOT_EXECUTE,
+    CommandError: _exit_codes.CANNOT_EXECUTE,
 }
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from marketplace_entitlement import _exit_codes
-from marketplace_entitlement._errors import EntitlementError
+from marketplace_entitlement._errors import CommandError, CommandNotExecutable, CommandNotFound
 from marketplace_entitlement._signals import SignalPipe, catchable_signals, signal_name
 
 __all__ = [
@@ -51,33 +51,6 @@ _SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQ
 # Forwarded at debug level: a terminal being resized sends a stream of them.
 _QUIET_SIGNALS: Final = frozenset({signal.SIGWINCH})
 _WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED
-
-
-class CommandError(EntitlementError):
-    """CMD could not be started; ``command`` names it and ``exit_code`` is 126 or 127."""
-
-    code: int = _exit_codes.CANNOT_EXECUTE
-
-    def __init__(self, message: str, *, command: str, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.command = command
-
-    @property
-    def exit_code(self) -> int:
-        """126 when CMD exists but cannot be executed, 127 when it was not found."""
-        return self.code
-
-
-class CommandNotFound(CommandError):
-    """CMD is not a file, nor found on PATH (exit 127)."""
-
-    code = _exit_codes.NOT_FOUND
-
-
-class CommandNotExecutable(CommandError):
-    """CMD exists but the kernel refused to execute it (exit 126)."""
-
-    code = _exit_codes.CANNOT_EXECUTE
 
 
 @dataclass(frozen=True)

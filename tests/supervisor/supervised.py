@@ -1,4 +1,4 @@
-"""Run the supervisor harness as a real process (as PID 1 of a new PID namespace, or not) for tests.
+"""Run the real entrypoint (or a harness, for supervisor-only hooks) as PID 1 or not, for tests.
 
 A reader thread collects the child's stdout lines so tests can wait for a line with a generous
 timeout; ``send`` signals the supervisor itself (for PID 1, its pid as seen from outside).
@@ -54,22 +54,88 @@ def child(script: str, *args: str) -> list[str]:
     return [PYTHON, str(HERE / script), *args]
 
 
+# Flags only the harness has: hooks into the supervisor that the real command line does not expose.
+HARNESS_ONLY_FLAGS = frozenset({"--request-stop-when", "--no-kill-group"})
+
+
+@functools.cache
+def entrypoint_environment() -> dict[str, str]:
+    """The environment for the real ``run``: entitled, against an emulator in this test process.
+
+    The emulator lives as long as the test session (its thread is a daemon); re-registration is
+    off so that only supervision happens once CMD runs.
+    """
+    from marketplace_entitlement.emulator import Emulator  # noqa: PLC0415
+
+    emulator = Emulator(rate_limits={"RegisterUsage": None}).start()
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "MARKETPLACE_"))
+    }
+    environment.update(
+        AWS_ENDPOINT_URL_MARKETPLACE_METERING=emulator.endpoint,
+        AWS_ACCESS_KEY_ID="AKIDSUPERVISION",
+        AWS_SECRET_ACCESS_KEY="secret",
+        AWS_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        MARKETPLACE_PRODUCT_CODE="prod-supervision",
+        MARKETPLACE_PUBLIC_KEY_FILE=str(emulator.public_key_file),
+        MARKETPLACE_REREGISTER_INTERVAL="0",
+        MARKETPLACE_LOG_FORMAT="text",
+        MARKETPLACE_LOG_LEVEL="debug",
+    )
+    return environment
+
+
+def entrypoint_argv(flags: Sequence[str]) -> list[str]:
+    """``marketplace-entitlement run`` with the harness's flags translated to its options."""
+    options: list[str] = []
+    rewrites: list[str] = []
+    remaining = list(flags)
+    while remaining:
+        flag = remaining.pop(0)
+        if flag == "--signal-group":
+            options += ["--signal-group", "true"]
+        elif flag in ("--term-delay", "--stop-grace-period"):
+            options += [flag, remaining.pop(0)]
+        elif flag == "--rewrite":
+            rewrites.append(remaining.pop(0))
+        else:
+            raise ValueError(f"no entrypoint option for harness flag {flag}")
+    if rewrites:
+        options += ["--signal-rewrite", ",".join(rewrites)]
+    return [PYTHON, "-m", "marketplace_entitlement", "run", *options]
+
+
 class Supervised:
-    """The harness supervising ``command``, started as PID 1 (``pid1=True``) or as a plain child."""
+    """``command`` supervised as PID 1 (``pid1=True``) or as a plain child.
+
+    The supervisor is the real ``marketplace-entitlement run`` (which first passes the entitlement
+    gate against an emulator), unless a flag only the harness has is used.
+    """
 
     def __init__(self, command: Sequence[str], *flags: str, pid1: bool = True) -> None:
         if pid1:
             skip_unless_pid1()
         prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
         self.pid1 = pid1
+        self.real_entrypoint = not HARNESS_ONLY_FLAGS.intersection(flags)
+        if self.real_entrypoint:
+            program, environment = entrypoint_argv(flags), entrypoint_environment()
+        else:
+            program, environment = [PYTHON, str(HARNESS), *flags], dict(os.environ)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
         self.process = subprocess.Popen(
-            [*prefix, PYTHON, str(HARNESS), *flags, "--", *command],
+            [*prefix, *program, "--", *command],
             stdin=subprocess.PIPE,  # the echo children run until it closes
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=environment,
         )
         self._stderr_lines: list[str] = []
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)

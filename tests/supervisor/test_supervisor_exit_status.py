@@ -14,6 +14,15 @@ KILLED_BY = [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL]
 
 
 @pytest.mark.pid1
+def test_supervision_runs_behind_the_real_gate() -> None:
+    """These tests drive ``marketplace-entitlement run``: it registers, verifies, then starts CMD."""
+    status, stdout, stderr = run(["sh", "-c", "echo started"])
+    assert status == 0
+    assert "started" in stdout
+    assert stderr.index("entitled to prod-supervision") < stderr.index("started ['sh'")
+
+
+@pytest.mark.pid1
 @pytest.mark.parametrize("code", EXIT_CODES)
 def test_exit_status_of_the_command_is_passed_through_as_pid1(code: int) -> None:
     """As PID 1, the supervisor exits with exactly the status its command exited with."""
