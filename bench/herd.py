@@ -559,9 +559,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--listen-backlog",
         type=int,
-        default=1024,
-        help="listen backlog of the in-process emulator (default 1024); 0 keeps the emulator's "
-        "own (128), whose overflow delays first calls by 1 s",
+        default=0,
+        help="listen backlog of the in-process emulator; 0 keeps the emulator's own (1024). A "
+        "backlog smaller than the herd drops SYNs, delaying first calls by 1 s",
     )
     args = parser.parse_args(argv)
     if not (1 <= args.containers <= 2000 and args.rate > 0 and 1 <= args.repeat <= 20):
@@ -600,7 +600,8 @@ def run_all(
     """Calibrate, run every strategy ``--repeat`` times, print the table and the target lines."""
     known = strategies(args.botocore_attempts)
     ideal = args.containers / args.rate
-    backlog = EmulatorHTTPServer.request_queue_size if args.emulator == "thread" else 128
+    # In a process, the emulator keeps its own default; --listen-backlog patches this process only.
+    backlog = EmulatorHTTPServer.request_queue_size
     print(
         f"herd: N={args.containers} containers, R={args.rate:g} RegisterUsage/s (burst "
         f"{args.rate:g}), ideal N/R = {ideal:g} s; emulator in a {args.emulator} (listen backlog "

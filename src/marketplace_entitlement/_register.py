@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # The schedule: waits grow 2.5 s, 3.75 s, 5.6 s, ... up to 60 s, each drawn uniformly from its upper
 # half ("equal jitter"). bench/herd.py measures this against full jitter on a herd of containers
-# sharing one account's quota; the README gives the figures and why equal jitter won.
+# sharing one account's quota; the README ("Benchmarks") gives the figures and why equal jitter won.
 BACKOFF_BASE_SECONDS = 2.5
 BACKOFF_FACTOR = 1.5
 BACKOFF_CAP_SECONDS = 60.0

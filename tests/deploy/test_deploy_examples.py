@@ -32,7 +32,7 @@ KUBERNETES = ENTRYPOINT_DIR / "kubernetes"
 IAM_POLICY = ENTRYPOINT_DIR / "iam-policy.json"
 TRUST_ECS = ENTRYPOINT_DIR / "iam-trust-policy-ecs.json"
 TRUST_IRSA = ENTRYPOINT_DIR / "iam-trust-policy-irsa.json"
-DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+DEPLOY_DOC = ROOT / "README.md"  # its deploy sections
 
 PROBE = ["marketplace-entitlement", "probe"]
 DEFAULT_KEY_PATH = "/etc/marketplace/public-key.pem"
@@ -725,7 +725,7 @@ def test_iam_policy_grants_only_register_usage() -> None:
 
 
 def test_docs_offer_meter_usage_as_a_separate_statement() -> None:
-    """docs/deploy.md shows the statement to add for custom metering, as valid JSON.
+    """the README shows the statement to add for custom metering, as valid JSON.
 
     That statement allows ``aws-marketplace:MeterUsage`` alone.
     """
@@ -796,7 +796,7 @@ def test_no_example_contains_the_jwt_io_demo_key() -> None:
 
 
 def test_deploy_doc_refers_only_to_files_that_exist() -> None:
-    """Every repository path docs/deploy.md names in backticks exists."""
+    """Every repository path the README names in backticks exists."""
     text = DEPLOY_DOC.read_text(encoding="utf-8")
     named = set(re.findall(r"`((?:entrypoint/|Dockerfile\.example)[^`\s]*)`", text))
     assert "Dockerfile.example" in named
