@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -292,3 +294,38 @@ def test_module_and_script_are_the_same_command(aws_env: dict[str, str]) -> None
     assert by_script.returncode == by_module.returncode == 0
     assert by_script.stdout == by_module.stdout
     assert "marketplace-entitlement" in by_script.stdout
+
+
+class _TaskMetadata(http.server.BaseHTTPRequestHandler):
+    """ECS task metadata v4 stand-in: answers ``/task`` with a task ARN in eu-north-1."""
+
+    def do_GET(self) -> None:
+        """Serve the task document (only ``TaskARN`` matters to the region fallback)."""
+        body = json.dumps(
+            {"TaskARN": "arn:aws:ecs:eu-north-1:123456789012:task/cluster/0123456789abcdef"}
+        ).encode()
+        status = 200 if self.path == "/v4/abc/task" else 404
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet."""
+
+
+def test_region_falls_back_to_ecs_task_metadata(service: Emulator, aws_env: dict[str, str]) -> None:
+    """With no region variable or config, the region comes from the ECS task metadata's task ARN."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TaskMetadata)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {k: v for k, v in aws_env.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+        env["ECS_CONTAINER_METADATA_URI_V4"] = f"http://127.0.0.1:{server.server_port}/v4/abc"
+        result = run_check(env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    (request,) = service.requests("RegisterUsage")
+    assert request.region == "eu-north-1"
