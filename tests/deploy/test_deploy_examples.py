@@ -725,7 +725,7 @@ def test_iam_policy_grants_only_register_usage() -> None:
 
 
 def test_docs_offer_meter_usage_as_a_separate_statement() -> None:
-    """the README shows the statement to add for custom metering, as valid JSON.
+    """The README shows the statement to add for custom metering, as valid JSON.
 
     That statement allows ``aws-marketplace:MeterUsage`` alone.
     """
