@@ -176,6 +176,16 @@ def test_failure_policy_keep_running_leaves_cmd_running(
     assert state["entitled"] is False  # a verification failure ends the entitled state
 
 
+def start_with_stop_policy(env: dict[str, str], child: str, *, grace: str) -> subprocess.Popen[str]:
+    """``run`` a shell ``child`` re-registering every second with the ``stop`` failure policy."""
+    return start_run(
+        env,
+        ["sh", "-c", child],
+        *("--reregister-interval", "1s", "--reregister-failure-policy", "stop"),
+        *("--stop-grace-period", grace),
+    )
+
+
 @pid1
 def test_failure_policy_stop_terminates_cmd_and_exits_with_the_refusal_code(
     service: Emulator, aws_env: dict[str, str], tmp_path: Path
@@ -184,16 +194,7 @@ def test_failure_policy_stop_terminates_cmd_and_exits_with_the_refusal_code(
     _forge_after_first(service)
     marker = tmp_path / "terminated"
     child = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
-    process = start_run(
-        aws_env,
-        ["sh", "-c", child],
-        "--reregister-interval",
-        "1s",
-        "--reregister-failure-policy",
-        "stop",
-        "--stop-grace-period",
-        "5s",
-    )
+    process = start_with_stop_policy(aws_env, child, grace="5s")
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 65, stderr
     assert marker.exists()  # CMD got SIGTERM and ran its handler: a graceful stop
@@ -207,16 +208,7 @@ def test_failure_policy_stop_kills_cmd_that_ignores_sigterm(
     _forge_after_first(service)
     child = "trap '' TERM; while :; do sleep 0.1; done"
     started = time.monotonic()
-    process = start_run(
-        aws_env,
-        ["sh", "-c", child],
-        "--reregister-interval",
-        "1s",
-        "--reregister-failure-policy",
-        "stop",
-        "--stop-grace-period",
-        "1s",
-    )
+    process = start_with_stop_policy(aws_env, child, grace="1s")
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 65, stderr
     assert "SIGKILL" in stderr
