@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -27,6 +28,10 @@ UNCATCHABLE: Final = frozenset({signal.SIGKILL, signal.SIGSTOP})
 # A 0 byte in the pipe is a notify(): no signal has number 0.
 _NOTIFY: Final = b"\0"
 _READ_SIZE: Final = 4096
+
+
+# Linux signals that ``signal.Signals`` lacks on some Pythons (SIGSTKFLT was added in 3.11).
+_NAMES_MISSING_FROM_SIGNALS: Final = {16: "STKFLT"} if sys.platform == "linux" else {}
 
 
 def catchable_signals() -> list[int]:
@@ -127,10 +132,12 @@ def signal_from_name(value: str) -> int:
         ValueError: ``value`` names no signal this platform has.
     """
     text = value.strip().upper()
-    if text.isdigit():
-        signum = int(text)
+    name = text.removeprefix("SIG")
+    if name.isdigit():
+        signum = int(name)
+    elif name in _NAMES_MISSING_FROM_SIGNALS.values():
+        signum = next(n for n, known in _NAMES_MISSING_FROM_SIGNALS.items() if known == name)
     else:
-        name = text.removeprefix("SIG")
         match = _RT_OFFSET.match(name)
         if match:
             base = signal.SIGRTMIN if match.group(1) == "MIN" else signal.SIGRTMAX
@@ -156,4 +163,7 @@ def signal_name(signum: int) -> str:
     rtmin, rtmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
     if rtmin < signum < rtmax:
         return f"SIGRTMIN+{signum - rtmin}"
-    return signal.Signals(signum).name
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a valid number the enum lacks (SIGSTKFLT before Python 3.11)
+        return "SIG" + _NAMES_MISSING_FROM_SIGNALS.get(signum, str(signum))
