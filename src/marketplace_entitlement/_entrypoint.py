@@ -82,8 +82,13 @@ def log_refusal(error: EntitlementError) -> None:
     )
 
 
-def _pass_gate(gate: Gate, signals: SignalPipe, status: StatusFile | None) -> Entitlement | int:
-    """Run the gate; record the outcome in the status file; an int is the refusal's exit code."""
+def _pass_gate(
+    gate: Gate, signals: SignalPipe, status: StatusFile | None, *, reregister: bool
+) -> Entitlement | int:
+    """Run the gate; record the outcome in the status file; an int is the refusal's exit code.
+
+    ``reregister`` says whether a next attempt will follow (``run``) or not (``check``).
+    """
     try:
         entitlement = gate_interruptibly(gate, signals)
     except EntitlementError as error:
@@ -95,7 +100,7 @@ def _pass_gate(gate: Gate, signals: SignalPipe, status: StatusFile | None) -> En
         interval = gate.settings.reregister_interval
         status.record_success(
             registered_at=entitlement.registered_at.timestamp(),
-            next_attempt=time.time() + interval if interval > 0 else None,
+            next_attempt=time.time() + interval if reregister and interval > 0 else None,
         )
     return entitlement
 
@@ -103,7 +108,9 @@ def _pass_gate(gate: Gate, signals: SignalPipe, status: StatusFile | None) -> En
 def run_check(settings: Settings, stdout: TextIO, client: MeteringClient | None = None) -> int:
     """``check``: one registration and verification; the entitlement as JSON on stdout."""
     with SignalPipe() as signals:
-        outcome = _pass_gate(Gate(settings, client), signals, _status_file(settings))
+        outcome = _pass_gate(
+            Gate(settings, client), signals, _status_file(settings), reregister=False
+        )
     if isinstance(outcome, int):
         return outcome
     stdout.write(json.dumps(outcome.to_json()) + "\n")
@@ -128,7 +135,7 @@ def run_entrypoint(
     status = _status_file(settings)
     gate = Gate(settings, client)
     with SignalPipe() as signals:
-        outcome = _pass_gate(gate, signals, status)
+        outcome = _pass_gate(gate, signals, status, reregister=True)
         if isinstance(outcome, int):
             return outcome
         supervisor = Supervisor(command, supervisor_options(settings), signals)
