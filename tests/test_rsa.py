@@ -28,9 +28,10 @@ def ours(key: rsa.RSAPrivateKey) -> RsaPublicKey:
 
 
 def cryptography_accepts(key: rsa.RSAPrivateKey, signature: bytes, message: bytes) -> bool:
-    """Whether cryptography verifies ``signature`` over ``message`` as PS256."""
+    """Whether cryptography verifies ``signature`` over ``message`` (PSS-SHA256, any salt)."""
+    auto = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
     try:
-        key.public_key().verify(signature, message, PSS_SHA256, hashes.SHA256())
+        key.public_key().verify(signature, message, auto, hashes.SHA256())
     except InvalidSignature:
         return False
     return True
@@ -134,10 +135,20 @@ def test_other_keys_signature_is_refused(
     assert not ours(rsa_key).verify_pss_sha256(signature, b"m")
 
 
-@pytest.mark.parametrize("salt_length", [0, 20, 64])
-def test_other_salt_lengths_are_refused(rsa_key: rsa.RSAPrivateKey, salt_length: int) -> None:
-    """PS256 fixes the salt at 32 bytes (RFC 7518); other salt lengths do not verify."""
+@pytest.mark.parametrize("salt_length", [0, 20, 32, 64, padding.PSS.MAX_LENGTH])
+def test_any_salt_length_verifies_as_openssl_auto_does(
+    rsa_key: rsa.RSAPrivateKey, salt_length: int
+) -> None:
+    """The salt length is recovered, not assumed: 32 (RFC 7518) and any other verify."""
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length)
+    signature = rsa_key.sign(b"m", pss, hashes.SHA256())
+    assert ours(rsa_key).verify_pss_sha256(signature, b"m")
+    assert not ours(rsa_key).verify_pss_sha256(signature, b"n")
+
+
+def test_mgf1_with_another_hash_is_refused(rsa_key: rsa.RSAPrivateKey) -> None:
+    """PSS with MGF1-SHA-1 (not PS256's MGF1-SHA-256) does not verify."""
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA1()), salt_length=32)  # noqa: S303
     signature = rsa_key.sign(b"m", pss, hashes.SHA256())
     assert not ours(rsa_key).verify_pss_sha256(signature, b"m")
 

@@ -20,7 +20,7 @@ _PEM = re.compile(
     rb"-----BEGIN (?P<label>[A-Z ]+)-----(?P<body>[A-Za-z0-9+/=\s]*)-----END (?P=label)-----"
 )
 _RSA_ENCRYPTION_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
-_SHA256_LENGTH = 32  # hLen, and PS256's salt length (RFC 7518 section 3.5)
+_SHA256_LENGTH = 32  # hLen
 
 
 class KeyFormatError(ValueError):
@@ -40,7 +40,7 @@ class RsaPublicKey:
         return self.n.bit_length()
 
     def verify_pss_sha256(self, signature: bytes, message: bytes) -> bool:
-        """RSASSA-PSS-VERIFY (RFC 8017 section 8.1.2) with SHA-256, MGF1-SHA-256, 32-byte salt."""
+        """RSASSA-PSS-VERIFY (RFC 8017 section 8.1.2) with SHA-256 and MGF1-SHA-256."""
         k = (self.key_size + 7) // 8
         if len(signature) != k:
             return False
@@ -66,10 +66,15 @@ def _mgf1_sha256(seed: bytes, length: int) -> bytes:
 
 
 def _emsa_pss_verify(message: bytes, encoded: bytes, em_bits: int) -> bool:
-    """EMSA-PSS-VERIFY (RFC 8017 section 9.1.2) for SHA-256 and a 32-byte salt."""
-    h_length = s_length = _SHA256_LENGTH
+    """EMSA-PSS-VERIFY (RFC 8017 section 9.1.2) for SHA-256, recovering the salt length.
+
+    RFC 7518 has PS256 signers use a 32-byte salt; like OpenSSL's default verification, the salt
+    length is read from the encoding instead of being assumed, so signers that use another length
+    (cryptography's ``PSS.MAX_LENGTH``, say) still verify. The salt length does not weaken PSS.
+    """
+    h_length = _SHA256_LENGTH
     em_length = len(encoded)
-    if em_length < h_length + s_length + 2 or encoded[-1] != 0xBC:
+    if em_length < h_length + 2 or encoded[-1] != 0xBC:
         return False
     masked_db, digest = encoded[: em_length - h_length - 1], encoded[em_length - h_length - 1 : -1]
     unused_bits = 8 * em_length - em_bits
@@ -80,10 +85,10 @@ def _emsa_pss_verify(message: bytes, encoded: bytes, em_bits: int) -> bool:
         a ^ b for a, b in zip(masked_db, _mgf1_sha256(digest, len(masked_db)), strict=True)
     )
     db[0] &= top_mask
-    padding_length = em_length - h_length - s_length - 2
-    if any(db[:padding_length]) or db[padding_length] != 0x01:
+    separator = next((index for index, byte in enumerate(db) if byte), None)
+    if separator is None or db[separator] != 0x01:
         return False
-    salt = bytes(db[-s_length:])
+    salt = bytes(db[separator + 1 :])
     m_hash = hashlib.sha256(message).digest()
     return hashlib.sha256(b"\0" * 8 + m_hash + salt).digest() == digest
 
