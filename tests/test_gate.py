@@ -405,6 +405,8 @@ HOSTILE: dict[str, Any] = {
         {**claims, "ProductCode": "evil"}, key
     ),
     "garbage": lambda claims, key, ctx: "this is not a token",
+    "non-base64 characters": lambda claims, key, ctx: _sign(claims, key).replace(".", ".*", 1),
+    "four parts": lambda claims, key, ctx: _sign(claims, key) + ".e30",
     "empty": lambda claims, key, ctx: "",
     "truncated": lambda claims, key, ctx: _sign(claims, key)[:-20],
     "signature bit flipped": lambda claims, key, ctx: _flip_last_signature_char(_sign(claims, key)),
@@ -470,6 +472,22 @@ def test_algorithm_confusion_is_malformed_not_verified(
     service.set_token_factory(lambda claims, key: _hs256_with_public_key(claims, public_pem))
     with pytest.raises(MalformedTokenError, match="PS256"):
         check_entitlement()
+
+
+def test_padded_base64url_token_still_verifies(service: Emulator, aws_env: dict[str, str]) -> None:
+    """A genuine token whose parts carry ``=`` padding (tolerated by PyJWT too) verifies."""
+
+    def padded(claims: dict[str, object], key: rsa.RSAPrivateKey) -> str:
+        for filler in ("", "a", "ab"):  # one of three lengths leaves the payload unaligned
+            parts = _sign({**claims, "filler": filler}, key).split(".")
+            if len(parts[1]) % 4:
+                break
+        return ".".join(p + "=" * (-len(p) % 4) for p in parts)
+
+    service.set_token_factory(padded)
+    entitlement = check_entitlement()
+    assert "=" in entitlement.token
+    assert entitlement.verified
 
 
 def test_claim_mismatch_names_the_claim(service: Emulator, aws_env: dict[str, str]) -> None:

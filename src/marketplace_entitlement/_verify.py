@@ -2,7 +2,7 @@
 
 The verifier never takes the algorithm from the token, never returns ``False``: it returns the
 verified claims or raises a VerificationError saying what failed. The JWS compact form is parsed
-here, strictly (RFC 7515: three unpadded base64url parts, JSON object header and payload), and the
+here, strictly (RFC 7515: three base64url parts, JSON object header and payload), and the
 signature checked with ``_rsa``; PyJWT is not needed on this path (see ``_rsa`` for why).
 """
 
@@ -81,10 +81,11 @@ def read_unverified_claims(token: str) -> dict[str, Any]:
 
 
 def _b64url_decode(part: str, what: str) -> bytes:
-    """Strict unpadded base64url (RFC 7515 section 2): anything else is malformed."""
-    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+    """base64url (RFC 7515 section 2); trailing ``=`` padding is tolerated, as PyJWT does."""
+    bare = part.rstrip("=")
+    if not _BASE64URL.fullmatch(bare) or len(bare) % 4 == 1 or len(part) - len(bare) > 2:
         raise MalformedTokenError(f"the Signature's {what} is not base64url")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
