@@ -475,16 +475,24 @@ def test_algorithm_confusion_is_malformed_not_verified(
 
 
 def test_padded_base64url_token_still_verifies(service: Emulator, aws_env: dict[str, str]) -> None:
-    """A genuine token whose parts carry ``=`` padding (tolerated by PyJWT too) verifies."""
+    """A token from a signer that pads its base64url parts with ``=`` (and signs them so) verifies."""
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import padding  # noqa: PLC0415
 
-    def padded(claims: dict[str, object], key: rsa.RSAPrivateKey) -> str:
+    def padded(part: bytes) -> str:
+        return base64.urlsafe_b64encode(part).decode()
+
+    def padding_signer(claims: dict[str, object], key: rsa.RSAPrivateKey) -> str:
         for filler in ("", "a", "ab"):  # one of three lengths leaves the payload unaligned
-            parts = _sign({**claims, "filler": filler}, key).split(".")
-            if len(parts[1]) % 4:
+            payload = padded(json.dumps({**claims, "filler": filler}).encode())
+            if payload.endswith("="):
                 break
-        return ".".join(p + "=" * (-len(p) % 4) for p in parts)
+        signing_input = padded(b'{"alg":"PS256","typ":"JWT"}') + "." + payload
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        signature = key.sign(signing_input.encode(), pss, hashes.SHA256())
+        return f"{signing_input}.{padded(signature)}"
 
-    service.set_token_factory(padded)
+    service.set_token_factory(padding_signer)
     entitlement = check_entitlement()
     assert "=" in entitlement.token
     assert entitlement.verified
