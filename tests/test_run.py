@@ -276,8 +276,26 @@ def test_probe_without_status_file(tmp_path: Path) -> None:
     assert "MARKETPLACE_STATUS_FILE" in unset.stderr
 
 
-def test_run_without_command_is_a_usage_error(aws_env: dict[str, str]) -> None:
-    """``run`` with nothing after ``--`` exits 64 and says how to call it."""
-    result = subprocess.run([*CLI, "run"], env=aws_env, capture_output=True, text=True, check=False)
+@pytest.mark.parametrize("argv", [["run"], ["run", "--"], ["run", "--register-timeout", "5s"]])
+def test_run_without_command_is_a_usage_error(aws_env: dict[str, str], argv: list[str]) -> None:
+    """``run`` with no command exits 64 and says how to call it."""
+    result = subprocess.run([*CLI, *argv], env=aws_env, capture_output=True, text=True, check=False)
     assert result.returncode == 64
-    assert "run -- CMD" in result.stderr
+    assert "run [OPTIONS] -- CMD" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["--register-timeout", "1m"], ["--register-timeout=1m", "--log-format", "text"]]
+)
+def test_run_without_double_dash_takes_cmd_after_the_options(
+    service: Emulator, aws_env: dict[str, str], options: list[str]
+) -> None:
+    """``run [OPTIONS] CMD`` (an image's CMD after ENTRYPOINT ["...", "run"]) works without ``--``."""
+    result = subprocess.run(
+        [*CLI, "run", *options, "sh", "-c", "exit 9", "--not-an-option-of-run"],
+        env=aws_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 9, result.stderr

@@ -115,11 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``run`` arguments at the first ``--``: options before, CMD after."""
+    """Split ``run`` arguments at the first ``--``: options before, CMD after.
+
+    Without ``--`` (``ENTRYPOINT ["marketplace-entitlement", "run"]`` with the image's ``CMD``),
+    CMD starts at the first argument that is not an option or an option's value: every ``run``
+    option takes a value, as ``--option VALUE`` or ``--option=VALUE``.
+    """
     if "--" in args:
         index = args.index("--")
         return args[:index], args[index + 1 :]
-    return args, []
+    index = 1  # after "run"
+    while index < len(args) and args[index].startswith("-"):
+        if args[index] in ("-h", "--help") or "=" in args[index]:
+            index += 1
+        else:
+            index += 2
+    return args[:index], args[index:]
 
 
 def _explicit(namespace: argparse.Namespace) -> dict[str, Any]:
@@ -186,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logging_from(explicit, environ)
         if namespace.command == "run" and not command:
             parser.error(
-                "run needs a command after `--`: marketplace-entitlement run -- CMD [ARG...]"
+                "run needs a command: marketplace-entitlement run [OPTIONS] -- CMD [ARG...]"
             )
         return _dispatch(namespace.command, explicit, environ, command)
     except EntitlementError as error:
