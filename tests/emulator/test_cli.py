@@ -101,12 +101,59 @@ def test_options_configure_products_faults_and_key_dir(
         "ThrottlingException",
         "ok",
         "CustomerNotEntitledException",
-        "InvalidProductCodeException",
+        "CustomerNotEntitledException",  # not listed by --product-code: not entitled
     ]
     assert Path(ready["public_key_file"]).parent == tmp_path / "keys"
     process.terminate()
     assert process.wait(timeout=30) == 0
     assert Path(ready["public_key_file"]).exists()  # a given key dir is kept
+
+
+def test_product_code_leaves_other_codes_not_entitled(run_emulator: Any, make_client: Any) -> None:
+    """With --product-code prod-yes, registering prod-no answers CustomerNotEntitledException."""
+    process, ready = run_emulator("--product-code", "prod-yes")
+
+    class Endpoint:
+        endpoint = ready["endpoint"]
+
+    client = make_client(Endpoint)
+    assert [outcome(client, code) for code in ("prod-yes", "prod-no")] == [
+        "ok",
+        "CustomerNotEntitledException",
+    ]
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+
+
+def test_invalid_product_code_option_and_variable(run_emulator: Any, make_client: Any) -> None:
+    """--invalid-product-code and its variable make codes answer InvalidProductCodeException."""
+    process, ready = run_emulator(
+        "--invalid-product-code", "prod-bad",
+        env={"MARKETPLACE_EMULATOR_PRODUCT_CODES": "prod-yes"},
+    )  # fmt: skip
+
+    class Endpoint:
+        endpoint = ready["endpoint"]
+
+    client = make_client(Endpoint)
+    assert [outcome(client, code) for code in ("prod-yes", "prod-bad", "prod-no")] == [
+        "ok",
+        "InvalidProductCodeException",
+        "CustomerNotEntitledException",
+    ]
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+
+
+def test_invalid_product_codes_variable_is_comma_separated() -> None:
+    """MARKETPLACE_EMULATOR_INVALID_PRODUCT_CODES lists codes configured as invalid."""
+    environ = {"MARKETPLACE_EMULATOR_INVALID_PRODUCT_CODES": "x, y"}
+    values = resolve_options(build_parser().parse_args([]), environ)
+    assert values["invalid_product_code"] == ["x", "y"]
+    assert build_emulator(values).products() == {
+        "x": {"status": "invalid", "dimensions": None},
+        "y": {"status": "invalid", "dimensions": None},
+    }
 
 
 def test_environment_configures_when_no_option_is_given(run_emulator: Any) -> None:
@@ -176,6 +223,9 @@ def test_help_shows_every_variable_and_default(capsys: pytest.CaptureFixture[str
         "HOST",
         "PORT",
         "PRODUCT_CODES",
+        "INVALID_PRODUCT_CODES",
+        "NOT_ENTITLED",
+        "PLATFORM_NOT_SUPPORTED",
         "REGION",
         "CLAIM_CASING",
         "KEY_DIR",

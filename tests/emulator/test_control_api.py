@@ -44,7 +44,14 @@ def test_products_can_be_set_and_removed(emulator: Emulator, client: Any, contro
     assert products["q"]["status"] == "platform_not_supported"
     assert code_of(register) == "ok"
     control(emulator, "DELETE", "/products/p")
-    assert code_of(register) == "InvalidProductCodeException"  # q is still configured
+    assert code_of(register) == "CustomerNotEntitledException"  # q is still configured
+    assert control(emulator, "PUT", "/products/p", {"status": "invalid"})[1]["p"] == {
+        "status": "invalid",
+        "dimensions": None,
+    }
+    assert code_of(register) == "InvalidProductCodeException"
+    control(emulator, "POST", "/products", {"p": "entitled"})
+    assert code_of(register) == "ok"
     assert control(emulator, "PUT", "/products/x", {"status": "maybe"})[0] == 400
 
 

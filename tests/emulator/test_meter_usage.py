@@ -126,11 +126,15 @@ def test_unknown_dimension_of_a_product_with_dimensions(
 
 
 def test_unknown_product_and_not_entitled_customer(make_emulator: Any, make_client: Any) -> None:
-    """Unknown codes get InvalidProductCodeException; not_entitled: CustomerNotEntitledException."""
-    client = make_client(make_emulator(products={"prod": "entitled", "gone": "not_entitled"}))
-    with pytest.raises(ClientError) as excinfo:
-        meter(client, ProductCode="nope")
-    assert code_of(excinfo) == "InvalidProductCodeException"
+    """Unknown and invalid codes: InvalidProductCodeException; not_entitled: CustomerNotEntitled."""
+    emulator = make_emulator(
+        products={"prod": "entitled", "gone": "not_entitled", "bad": "invalid"}
+    )
+    client = make_client(emulator)
+    for code in ("nope", "bad"):
+        with pytest.raises(ClientError) as excinfo:
+            meter(client, ProductCode=code)
+        assert code_of(excinfo) == "InvalidProductCodeException"
     with pytest.raises(ClientError) as excinfo:
         meter(client, ProductCode="gone")
     assert code_of(excinfo) == "CustomerNotEntitledException"

@@ -104,12 +104,13 @@ def test_public_key_file_holds_the_verifying_key(emulator: Emulator, client: Any
     [
         ("not_entitled", "CustomerNotEntitledException"),
         ("platform_not_supported", "PlatformNotSupportedException"),
+        ("invalid", "InvalidProductCodeException"),
     ],
 )
 def test_configured_product_status_is_answered(
     make_emulator: Any, make_client: Any, status: str, expected: str
 ) -> None:
-    """Products configured not_entitled / platform_not_supported get the matching error (400)."""
+    """Products configured not_entitled / platform_not_supported / invalid: matching error (400)."""
     emulator = make_emulator(products={"good": "entitled", "bad": status})
     client = make_client(emulator)
     assert client.register_usage(ProductCode="good", PublicKeyVersion=1)["Signature"]
@@ -118,13 +119,30 @@ def test_configured_product_status_is_answered(
     assert error_of(excinfo) == (expected, 400)
 
 
-def test_unknown_product_code_is_invalid_once_products_are_configured(
+def test_unlisted_product_code_is_not_entitled_once_products_are_configured(
     make_emulator: Any, make_client: Any
 ) -> None:
-    """With products configured, a code that is not one of them gets InvalidProductCodeException."""
+    """With products configured, a code that is not one of them gets CustomerNotEntitled."""
     client = make_client(make_emulator(products={"known": "entitled"}))
     with pytest.raises(ClientError) as excinfo:
         client.register_usage(ProductCode="unknown", PublicKeyVersion=1)
+    assert error_of(excinfo) == ("CustomerNotEntitledException", 400)
+    assert "not entitled" in excinfo.value.response["Error"]["Message"]
+
+
+def test_every_code_is_entitled_when_no_product_is_configured(client: Any) -> None:
+    """With no product configured, any well-formed code gets a token."""
+    for code in ("prod-a", "prod-b", "0123456789abcdefghijklmno"):
+        assert client.register_usage(ProductCode=code, PublicKeyVersion=1)["Signature"]
+
+
+def test_invalid_product_is_refused_before_the_key_version_is_checked(
+    make_emulator: Any, make_client: Any
+) -> None:
+    """An invalid product code is answered as such whatever the PublicKeyVersion."""
+    client = make_client(make_emulator(products={"bad": "invalid"}))
+    with pytest.raises(ClientError) as excinfo:
+        client.register_usage(ProductCode="bad", PublicKeyVersion=9)
     assert error_of(excinfo) == ("InvalidProductCodeException", 400)
 
 
@@ -245,3 +263,8 @@ def test_set_product_changes_answers_while_running(emulator: Emulator, client: A
     assert error_of(excinfo)[0] == "CustomerNotEntitledException"
     emulator.set_product("p", "entitled")
     assert client.register_usage(ProductCode="p", PublicKeyVersion=1)["Signature"]
+    emulator.set_product("p", "invalid")
+    with pytest.raises(ClientError) as excinfo:
+        client.register_usage(ProductCode="p", PublicKeyVersion=1)
+    assert error_of(excinfo)[0] == "InvalidProductCodeException"
+    assert emulator.products()["p"]["status"] == "invalid"

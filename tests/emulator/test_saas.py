@@ -132,12 +132,14 @@ def test_batch_product_dimension_and_allocation_errors(
 ) -> None:
     """Unknown product, unknown dimension, bad allocations and duplicate tags are refused."""
     emulator = make_emulator(
-        products={"saas-prod": "entitled"}, dimensions={"saas-prod": ["api_calls"]}
+        products={"saas-prod": "entitled", "bad-prod": "invalid"},
+        dimensions={"saas-prod": ["api_calls"]},
     )
     client = make_client(emulator)
     customer = emulator.create_customer("saas-prod").customer_identifier
     cases = [
         ("other-prod", record(customer), "InvalidProductCodeException"),
+        ("bad-prod", record(customer), "InvalidProductCodeException"),
         ("saas-prod", {**record(customer), "Dimension": "gb"}, "InvalidUsageDimensionException"),
         (
             "saas-prod",

@@ -415,18 +415,20 @@ def test_a_rotated_key_timestamp_reaches_both_sdks_as_the_same_instant(
 def test_register_usage_errors_have_the_same_names_for_both_sdks(
     both: Both, make_emulator: Callable[..., Emulator]
 ) -> None:
-    """Not entitled, unsupported platform, unknown product and unknown key version: same errors."""
+    """Not entitled, unsupported platform, invalid or unlisted product, unknown key version."""
     emulator = make_emulator(
         products={
             "prod-entitled": "entitled",
             "prod-unpaid": "not_entitled",
             "prod-fargate": "platform_not_supported",
+            "prod-invalid": "invalid",
         }
     )
     calls = [
         call("RegisterUsage", ProductCode="prod-unpaid", PublicKeyVersion=1),
         call("RegisterUsage", ProductCode="prod-fargate", PublicKeyVersion=1),
-        call("RegisterUsage", ProductCode="prod-unknown", PublicKeyVersion=1),
+        call("RegisterUsage", ProductCode="prod-invalid", PublicKeyVersion=1),
+        call("RegisterUsage", ProductCode="prod-unlisted", PublicKeyVersion=1),
         call("RegisterUsage", ProductCode="prod-entitled", PublicKeyVersion=2),
     ]
     _, javascript = both.run(emulator, calls)
@@ -434,6 +436,7 @@ def test_register_usage_errors_have_the_same_names_for_both_sdks(
         "CustomerNotEntitledException",
         "PlatformNotSupportedException",
         "InvalidProductCodeException",
+        "CustomerNotEntitledException",
         "InvalidPublicKeyVersionException",
     ]
     assert all(answer["error"]["modeled"] for answer in javascript)

@@ -47,7 +47,8 @@ OPTIONS: Final = (
     _Option(("--port",), "port", "PORT", "0", "TCP port; 0 picks a free one"),
     _Option(
         ("--product-code",), "product_code", "PRODUCT_CODES", [],
-        "entitled product code (repeatable); with no product configured every code is entitled",
+        "entitled product code (repeatable); with no product configured every code is "
+        "entitled, otherwise RegisterUsage answers other codes CustomerNotEntitledException",
         repeatable=True, metavar="CODE",
     ),
     _Option(
@@ -58,6 +59,11 @@ OPTIONS: Final = (
     _Option(
         ("--platform-not-supported",), "platform_not_supported", "PLATFORM_NOT_SUPPORTED", [],
         "product code answered PlatformNotSupportedException (repeatable)",
+        repeatable=True, metavar="CODE",
+    ),
+    _Option(
+        ("--invalid-product-code",), "invalid_product_code", "INVALID_PRODUCT_CODES", [],
+        "product code answered InvalidProductCodeException (repeatable)",
         repeatable=True, metavar="CODE",
     ),
     _Option(
@@ -184,6 +190,7 @@ def build_emulator(values: Mapping[str, Any]) -> Emulator:
         ("product_code", "entitled"),
         ("not_entitled", "not_entitled"),
         ("platform_not_supported", "platform_not_supported"),
+        ("invalid_product_code", "invalid"),
     ):
         products.update(dict.fromkeys(values[dest], status))
     rate_limits: dict[str, float | None] = {}

@@ -7,6 +7,8 @@
     POST   /_emulator/products       {"CODE": "entitled" | {"status": .., "dimensions": [..]}}
     PUT    /_emulator/products/CODE  {"status": "not_entitled", "dimensions": [...]}
     DELETE /_emulator/products/CODE
+                                     (statuses: entitled, not_entitled, platform_not_supported,
+                                     invalid)
     PUT    /_emulator/settings       {"region": .., "claim_casing": .., "disabled_operations": []}
     GET    /_emulator/faults
     POST   /_emulator/faults         {"spec": "RegisterUsage:drop:count=1"} or a fault's fields

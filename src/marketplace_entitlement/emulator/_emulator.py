@@ -45,8 +45,9 @@ def _check_operation(operation: str) -> str:
 class Emulator:
     """A local AWS Marketplace Metering Service; use it as a context manager.
 
-    ``products`` maps product codes to ``"entitled"``, ``"not_entitled"`` or
-    ``"platform_not_supported"``; with none, every well-formed code is entitled. ``keys`` maps
+    ``products`` maps product codes to ``"entitled"``, ``"not_entitled"``,
+    ``"platform_not_supported"`` or ``"invalid"``; with none, every well-formed code is entitled,
+    and with some, RegisterUsage answers any other code as not entitled. ``keys`` maps
     PublicKeyVersions to PEM private keys (default: version 1, generated on first use).
     ``credentials`` maps access key ids to secrets: when given, SigV4 signatures are recomputed
     and checked; otherwise any access key id is accepted. ``rate_limits`` overrides AWS's quotas

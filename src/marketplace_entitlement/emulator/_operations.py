@@ -116,13 +116,18 @@ class MeteringService:
 
     # -- shared checks ---------------------------------------------------------------------
 
-    def _product(self, code: str) -> Product:
+    def _product(self, code: str, *, unlisted: ProductStatus) -> Product:
+        """Return product ``code``; raise ``InvalidProductCodeException`` if its status is invalid.
+
+        A code that is not configured is entitled when no product is configured, and has the
+        status ``unlisted`` otherwise.
+        """
         product = self.state.products.get(code)
-        if product is not None:
-            return product
-        if not self.state.products:
-            return Product("entitled")
-        raise ServiceError("InvalidProductCodeException", f"Product code {code} is invalid.")
+        if product is None:
+            product = Product("entitled" if not self.state.products else unlisted)
+        if product.status == "invalid":
+            raise ServiceError("InvalidProductCodeException", f"Product code {code} is invalid.")
+        return product
 
     def _check_timestamp(self, timestamp: float) -> None:
         now = self._clock()
@@ -196,7 +201,8 @@ class MeteringService:
                     "InvalidRegionException",
                     f"RegisterUsage must be called in {state.region}, not {identity.region}.",
                 )
-            product = self._product(code)
+            # An unlisted code is a product the caller did not buy, as for a real buyer.
+            product = self._product(code, unlisted="not_entitled")
             casing = _CLAIM_NAMES[state.claim_casing]
             factory = state.token_factory
         if not state.keys.knows(version):
@@ -238,7 +244,7 @@ class MeteringService:
                     "InvalidEndpointRegionException",
                     f"The endpoint's region {identity.region} is not {state.region}.",
                 )
-            product = self._product(body["ProductCode"])
+            product = self._product(body["ProductCode"], unlisted="invalid")
             if product.status == "not_entitled":
                 raise ServiceError(
                     "CustomerNotEntitledException", "Customer is not entitled to use this product."
@@ -324,7 +330,7 @@ class MeteringService:
         state = self.state
         with state.lock:
             product_code = self._batch_product(body)
-            product = self._product(product_code)
+            product = self._product(product_code, unlisted="invalid")
             for record in body["UsageRecords"]:
                 self._check_timestamp(record["Timestamp"])
                 self._check_dimension(product, record["Dimension"])

@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
-ProductStatus = Literal["entitled", "not_entitled", "platform_not_supported"]
+ProductStatus = Literal["entitled", "not_entitled", "platform_not_supported", "invalid"]
 PRODUCT_STATUSES: Final[tuple[ProductStatus, ...]] = (
     "entitled",
     "not_entitled",
     "platform_not_supported",
+    "invalid",
 )
 
 ClaimCasing = Literal["camel", "pascal"]
