@@ -89,7 +89,7 @@ def test_refusals_exit_with_the_contract_code_and_an_actionable_line(
     if setup in ("not_entitled", "platform_not_supported"):
         service.set_product("prod-test123", setup)
     elif setup == "unknown_product":
-        service.set_product("prod-someone-else", "entitled")
+        service.set_product("prod-test123", "invalid")
     elif setup == "wrong_region":
         service.set_region("eu-west-1")
     elif setup == "disabled":

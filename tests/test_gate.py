@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import itertools
 import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import pytest
@@ -153,7 +154,7 @@ def test_unknown_product_code_is_a_configuration_error(
     service: Emulator, aws_env: dict[str, str]
 ) -> None:
     """InvalidProductCodeException maps to 78 and names MARKETPLACE_PRODUCT_CODE."""
-    service.set_product("prod-other", "entitled")  # now only configured products exist
+    service.set_product("prod-test123", "invalid")
     with pytest.raises(ServiceConfigurationError) as caught:
         check_entitlement()
     assert caught.value.aws_error_code == "InvalidProductCodeException"
@@ -178,6 +179,14 @@ def test_unknown_key_version_is_a_configuration_error(
         check_entitlement(public_key_version=7)
     assert caught.value.aws_error_code == "InvalidPublicKeyVersionException"
     assert caught.value.variable == "MARKETPLACE_PUBLIC_KEY_VERSION"
+
+
+def test_unlisted_product_is_not_entitled(service: Emulator, aws_env: dict[str, str]) -> None:
+    """With other products listed as entitled, ours is not: CustomerNotEntitledException, 77."""
+    service.set_product("prod-someone-else", "entitled")
+    with pytest.raises(NotEntitledError) as caught:
+        check_entitlement()
+    assert caught.value.aws_error_code == "CustomerNotEntitledException"
 
 
 def test_disabled_api_is_a_configuration_error(service: Emulator, aws_env: dict[str, str]) -> None:
@@ -517,3 +526,94 @@ def test_key_version_two_verifies_with_its_own_key(
         public_key_version="2", public_key=service.public_key_pem(2).decode()
     )
     assert entitlement.public_key_version == 2
+
+
+def test_last_attempt_is_made_at_the_deadline(service: Emulator, aws_env: dict[str, str]) -> None:
+    """A wait longer than what is left is cut to the deadline, where one last attempt is made."""
+    service.inject_fault("RegisterUsage", "error", error="ThrottlingException")
+    gate = Gate(
+        load_settings(register_timeout="300ms"), retry_delays=lambda: itertools.repeat(60.0)
+    )
+    with pytest.raises(ServiceUnavailableError) as caught:
+        gate.check()
+    assert caught.value.attempts == 2
+    first, last = service.requests("RegisterUsage")
+    assert last.time - first.time >= 0.25
+
+
+def test_customer_not_subscribed_is_not_entitled(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """CustomerNotSubscribedException (named in the API reference's prose) is a refusal: 77."""
+    service.inject_fault("RegisterUsage", "error", error="CustomerNotSubscribedException", count=1)
+    with pytest.raises(NotEntitledError) as caught:
+        check_entitlement()
+    assert caught.value.exit_code == 77
+
+
+def test_invalid_endpoint_is_a_configuration_error(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint override that is no URL is a ConfigurationError (78), not a botocore error."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_MARKETPLACE_METERING", "not a url")
+    with pytest.raises(ConfigurationError) as caught:
+        check_entitlement()
+    assert caught.value.exit_code == 78
+    assert "AWS_ENDPOINT_URL_MARKETPLACE_METERING" in caught.value.refusal_line()
+
+
+class _OddService(http.server.BaseHTTPRequestHandler):
+    """A service that answers 200 with ``body`` (set per test), counting the calls."""
+
+    body: ClassVar[bytes] = b"{}"
+    calls: ClassVar[int] = 0
+
+    def do_POST(self) -> None:
+        """Answer the configured body."""
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).calls += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet."""
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "retried"),
+    [
+        (b"[1, 2, 3]", ServiceUnavailableError, True),
+        (b'"just text"', ServiceUnavailableError, True),
+        (b"{}", ServiceUnavailableError, True),
+        (b'{"Signature": 5}', MalformedTokenError, False),
+        (
+            b'{"Signature": "x", "PublicKeyRotationTimestamp": "soon"}',
+            ServiceUnavailableError,
+            True,
+        ),
+    ],
+)
+def test_answers_of_the_wrong_shape_end_in_a_contract_code(
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    error: type[Exception],
+    retried: bool,
+) -> None:
+    """Odd 200 answers are retried until 69, or refused as 65; never an internal error."""
+    _OddService.body, _OddService.calls = body, 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OddService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(
+        "AWS_ENDPOINT_URL_MARKETPLACE_METERING", f"http://127.0.0.1:{server.server_port}"
+    )
+    try:
+        with pytest.raises(error):
+            fast_gate(register_timeout="500ms").check()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (_OddService.calls > 1) is retried

@@ -39,24 +39,36 @@ def create_metering_client(settings: Settings) -> MeteringClient:
     """
     import botocore.session  # noqa: PLC0415  (deferred: see docstring)
     from botocore.config import Config  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
 
-    session = botocore.session.get_session()
-    region = settings.region or session.get_config_variable("region") or platform_region(settings)
-    if not region:
-        raise ConfigurationError(
-            "no AWS region: AWS_REGION, AWS_DEFAULT_REGION and the platform metadata gave none",
-            variable="AWS_REGION",
-            hint="ECS and EKS set AWS_REGION; elsewhere set AWS_REGION to the listing's region",
+    try:
+        session = botocore.session.get_session()
+        region = (
+            settings.region or session.get_config_variable("region") or platform_region(settings)
         )
-    budget = settings.register_timeout or READ_TIMEOUT
-    config = Config(
-        connect_timeout=min(CONNECT_TIMEOUT, budget),
-        read_timeout=min(READ_TIMEOUT, budget),
-        retries={"mode": "standard", "total_max_attempts": 1},
-        user_agent_extra=f"marketplace-entitlement/{__version__}",
-        max_pool_connections=4,
-    )
-    client: MeteringClient = session.create_client(SERVICE_NAME, region_name=region, config=config)
+        if not region:
+            raise ConfigurationError(
+                "no AWS region: AWS_REGION, AWS_DEFAULT_REGION and the platform metadata gave none",
+                variable="AWS_REGION",
+                hint="ECS and EKS set AWS_REGION; elsewhere set AWS_REGION to the listing's region",
+            )
+        budget = settings.register_timeout or READ_TIMEOUT
+        config = Config(
+            connect_timeout=min(CONNECT_TIMEOUT, budget),
+            read_timeout=min(READ_TIMEOUT, budget),
+            retries={"mode": "standard", "total_max_attempts": 1},
+            user_agent_extra=f"marketplace-entitlement/{__version__}",
+            max_pool_connections=4,
+        )
+        client: MeteringClient = session.create_client(
+            SERVICE_NAME, region_name=region, config=config
+        )
+    except (ValueError, BotoCoreError) as error:  # a missing profile, an endpoint that is no URL
+        raise ConfigurationError(
+            f"cannot create the Metering Service client: {error}",
+            hint="check AWS_PROFILE, AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_ENDPOINT_URL "
+            "and the region",
+        ) from error
     return client
 
 

@@ -96,13 +96,15 @@ class Gate:
         nonce = secrets.token_urlsafe(NONCE_BYTES)
         stop_event = stop or threading.Event()
 
+        client = self._client.get()
+
         def call() -> dict[str, Any]:
-            response = self._client.get().register_usage(
+            response = client.register_usage(
                 ProductCode=settings.product_code,
                 PublicKeyVersion=settings.public_key_version,
                 Nonce=nonce,
             )
-            if "Signature" not in response:
+            if not isinstance(response, dict) or "Signature" not in response:
                 # botocore turns an unparsable 200 body into an empty result: a server fault.
                 raise IncompleteResponseError("RegisterUsage answered without a Signature")
             return response

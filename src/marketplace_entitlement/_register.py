@@ -53,6 +53,13 @@ _EMULATOR_HINT = "use `marketplace-entitlement emulator` to test outside AWS"
 
 # Terminal service errors: code -> (exception class, variable at fault, hint).
 _TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
+    # The API reference's prose also names CustomerNotSubscribedException; treat it alike.
+    "CustomerNotSubscribedException": (
+        "not_entitled",
+        None,
+        "the buyer's AWS account has no active subscription to this product; subscribe to it in "
+        "AWS Marketplace, or check MARKETPLACE_PRODUCT_CODE",
+    ),
     "CustomerNotEntitledException": (
         "not_entitled",
         None,
@@ -123,7 +130,7 @@ class Retryable:
     message: str
 
 
-def classify(error: BaseException) -> Retryable | EntitlementError:
+def classify(error: Exception) -> Retryable | EntitlementError:
     """Decide whether a failed RegisterUsage call is retried, or which error ends it."""
     from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
     from botocore.parsers import ResponseParserError  # noqa: PLC0415
@@ -148,9 +155,9 @@ def classify(error: BaseException) -> Retryable | EntitlementError:
         return Retryable(type(error).__name__, str(error))
     if isinstance(error, bx.BotoCoreError):
         return ConfigurationError(f"RegisterUsage could not be sent: {error}")
-    if isinstance(error, (OSError, IncompleteResponseError)):
-        return Retryable(type(error).__name__, str(error))
-    raise error
+    # Anything else came out of botocore reading an answer it could not make sense of (a body of
+    # the wrong shape, an unparsable timestamp) or the network: the service misbehaved; retry.
+    return Retryable(type(error).__name__, str(error) or type(error).__name__)
 
 
 def _classify_service_error(code: str, message: str, status: int) -> Retryable | EntitlementError:
@@ -216,7 +223,7 @@ def call_with_retries(
         started = clock()
         try:
             response = call()
-        except Exception as error:  # noqa: BLE001  (classify re-raises what it does not know)
+        except Exception as error:  # noqa: BLE001  (classify decides; unknown answers are retried)
             outcome = classify(error)
         else:
             _log_attempt(attempt, "success", started, clock)
@@ -225,15 +232,15 @@ def call_with_retries(
             _log_attempt(attempt, "refused", started, clock, code=_code_of(outcome))
             raise outcome
         last = outcome
-        wait = min(next(schedule), max(0.0, deadline - clock()))
-        if clock() >= deadline or wait <= 0:
+        remaining = deadline - clock()
+        if remaining <= 0:
             _log_attempt(attempt, "retryable", started, clock, code=outcome.code)
             break
+        # The last wait is cut to the deadline, and one last attempt is made there.
+        wait = min(next(schedule), remaining)
         _log_attempt(attempt, "retryable", started, clock, code=outcome.code, next_wait=wait)
         if stop.wait(wait):
             raise RegistrationInterrupted("shutdown requested while waiting to retry RegisterUsage")
-        if clock() >= deadline:
-            break
     raise ServiceUnavailableError(
         f"RegisterUsage kept failing for {timeout:g}s ({attempt} attempts; last: {last.code}: "
         f"{last.message})",
