@@ -13,7 +13,11 @@ import pytest
 import marketplace_entitlement
 from marketplace_entitlement import _exit_codes
 from marketplace_entitlement._errors import (
+    ClaimMismatchError,
+    CommandNotExecutable,
+    CommandNotFound,
     ConfigurationError,
+    EntitlementError,
     NotEntitledError,
     ServiceUnavailableError,
     VerificationError,
@@ -59,20 +63,33 @@ def test_every_contract_variable_is_implemented_with_its_default() -> None:
 
 
 def test_exit_code_table_matches_the_code() -> None:
-    """Each numbered row of the exit-code table is what the code maps its failures to."""
+    """Each numbered row of the exit-code table is what the code maps that failure to."""
     rows = {row[0]: row[1] for row in table_after("## Exit codes")}
     assert set(rows) == {"the child's", "64", "65", "69", "77", "78", "126 / 127"}
-    assert _exit_codes.USAGE == 64
-    assert VerificationError("x").exit_code == 65
-    assert ServiceUnavailableError("x", aws_error_code=None, attempts=1).exit_code == 69
-    assert NotEntitledError("x", aws_error_code="y").exit_code == 77
-    assert ConfigurationError("x").exit_code == 78
-    assert (_exit_codes.CANNOT_EXECUTE, _exit_codes.NOT_FOUND) == (126, 127)
+    examples: dict[str, list[EntitlementError]] = {
+        "65": [
+            VerificationError("x"),
+            ClaimMismatchError("x", claim="nonce", expected=1, actual=2),
+        ],
+        "69": [ServiceUnavailableError("x", aws_error_code=None, attempts=1)],
+        "77": [NotEntitledError("x", aws_error_code="y")],
+        "78": [ConfigurationError("x")],
+        "126 / 127": [
+            CommandNotExecutable("x", command="c"),
+            CommandNotFound("x", command="c"),
+        ],
+    }
+    for row, errors in examples.items():
+        codes = sorted(int(code) for code in row.split(" / "))
+        assert sorted({error.exit_code for error in errors}) == codes, row
+    assert int("64") == _exit_codes.USAGE
     for code, meaning in rows.items():
-        for aws_error in re.findall(r"`(\w+Exception)`", meaning):
+        named = re.findall(r"`(\w+Exception)`", meaning)
+        for aws_error in named:
             outcome = _classify_service_error(aws_error, "message", 400)
-            assert not isinstance(outcome, type(None))
-            assert getattr(outcome, "exit_code", None) == int(code), aws_error
+            assert isinstance(outcome, EntitlementError), aws_error
+            assert outcome.exit_code == int(code), aws_error
+    assert len(re.findall(r"`(\w+Exception)`", " ".join(rows.values()))) == 6
 
 
 def test_all_is_complete_and_sorted() -> None:

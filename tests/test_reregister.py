@@ -80,7 +80,17 @@ def test_waits_are_jittered_around_the_interval(aws_env: dict[str, str]) -> None
     assert max(waits) - min(waits) > 10
 
 
-def test_interval_must_be_positive(aws_env: dict[str, str]) -> None:
-    """An interval of 0 (re-registration off) cannot start a thread."""
-    with pytest.raises(ValueError, match="positive"):
-        Reregistration(Gate(load_settings()), interval=0)
+def test_interval_must_not_be_negative(aws_env: dict[str, str]) -> None:
+    """A negative interval is a programming error."""
+    with pytest.raises(ValueError, match="negative"):
+        Reregistration(Gate(load_settings()), interval=-1)
+
+
+def test_interval_zero_gives_a_handle_that_does_nothing(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """MARKETPLACE_REREGISTER_INTERVAL=0 turns it off: start_reregistration returns an idle handle."""
+    handle = start_reregistration(reregister_interval="0")
+    assert not handle.running
+    handle.stop()
+    assert service.requests() == []

@@ -21,6 +21,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from marketplace_entitlement import load_settings
+from marketplace_entitlement._status import StatusFile, probe
 from marketplace_entitlement.emulator import Emulator
 
 CLI = [sys.executable, "-m", "marketplace_entitlement"]
@@ -223,7 +225,7 @@ def test_status_file_and_probe_follow_the_state(
     status = tmp_path / "run" / "status.json"
     env = {**aws_env, "MARKETPLACE_STATUS_FILE": str(status)}
     process = start_run(env, ["sleep", "30"], "--reregister-interval", "0")
-    assert wait_for(status.exists)
+    assert wait_for(lambda: status.exists() and '"entitled": true' in status.read_text())
     state = json.loads(status.read_text())
     assert state["state"] == "entitled"
     assert state["product_code"] == "prod-test123"
@@ -299,3 +301,58 @@ def test_run_without_double_dash_takes_cmd_after_the_options(
         check=False,
     )
     assert result.returncode == 9, result.stderr
+
+
+def test_unwritable_status_file_is_refused_before_registering(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A status file that cannot be written is a configuration error (78) naming the variable."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {**aws_env, "MARKETPLACE_STATUS_FILE": str(blocker / "status.json")}
+    result = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 78
+    assert "MARKETPLACE_STATUS_FILE" in result.stderr
+    assert service.requests() == []
+
+
+def test_status_write_failure_later_is_logged_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the status directory disappears mid-run, the write is logged and nothing raises."""
+    directory = tmp_path / "run"
+    status = StatusFile(directory / "status.json", product_code="p", max_age=None).create()
+    shutil.rmtree(directory)
+    directory.write_text("now a file")  # the directory cannot be recreated
+    with caplog.at_level("WARNING", logger="marketplace_entitlement"):
+        status.record_success(registered_at=time.time(), next_attempt=None)
+    assert any("could not write the status file" in r.getMessage() for r in caplog.records)
+
+
+def test_probe_has_no_age_limit_when_reregistration_is_off(tmp_path: Path) -> None:
+    """With MARKETPLACE_REREGISTER_INTERVAL=0 the startup registration stays current for the probe."""
+    settings = load_settings(
+        {"MARKETPLACE_PRODUCT_CODE": "p", "MARKETPLACE_VERIFY_SIGNATURE": "false"},
+        reregister_interval="0",
+    )
+    assert settings.effective_status_max_age is None
+    path = tmp_path / "status.json"
+    status = StatusFile(path, product_code="p", max_age=settings.effective_status_max_age).create()
+    status.record_success(registered_at=time.time(), next_attempt=None)
+    assert probe(path, now=time.time() + 30 * 86400).healthy
+    assert not probe(path, max_age=60, now=time.time() + 3600).healthy
+
+
+def test_run_with_double_dash_inside_cmd_and_none_before(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """Without a leading ``--``, a ``--`` inside CMD belongs to CMD (``npm run start -- --port``)."""
+    result = subprocess.run(
+        [*CLI, "run", "sh", "-c", 'echo "$@"', "sh", "--", "--port", "80"],
+        env=aws_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "-- --port 80"

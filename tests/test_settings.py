@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from marketplace_entitlement._parsers import (
     parse_duration,
     parse_signal_rewrite,
 )
-from marketplace_entitlement._rsa import load_pem_public_key
+from marketplace_entitlement._rsa import RsaPublicKey, load_pem_public_key, spki_der
 from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, public_pem
 
 BASE = {"MARKETPLACE_PRODUCT_CODE": "prod-abc123", "MARKETPLACE_VERIFY_SIGNATURE": "false"}
@@ -254,13 +255,26 @@ def test_real_sized_key_is_not_mistaken_for_the_demo_key(rsa_key: rsa.RSAPrivate
     assert not is_jwt_io_demo_key(load_pem_public_key(public_pem(rsa_key)))
 
 
-def test_small_rsa_key_is_refused() -> None:
-    """An RSA key under 2048 bits is refused: AWS product keys are RSA-3072."""
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    with pytest.raises(ConfigurationError, match="1024-bit"):
+def test_tiny_rsa_key_is_refused_and_small_one_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An RSA key under 1024 bits is refused; 1024-2047 bits loads with a warning (keys are 3072)."""
+    # cryptography will not make a key this small; the modulus need not factor for the check.
+    tiny = RsaPublicKey(n=(1 << 767) | 0x1F, e=65537)
+    tiny_pem = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(spki_der(tiny))
+    tiny_pem += b"-----END PUBLIC KEY-----\n"
+    with pytest.raises(ConfigurationError, match="768-bit"):
         load_settings(
+            {"MARKETPLACE_PRODUCT_CODE": "p", "MARKETPLACE_PUBLIC_KEY": tiny_pem.decode()}
+        )
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    with caplog.at_level("WARNING", logger="marketplace_entitlement"):
+        settings = load_settings(
             {"MARKETPLACE_PRODUCT_CODE": "p", "MARKETPLACE_PUBLIC_KEY": public_pem(small).decode()}
         )
+    assert settings.public_key is not None
+    assert settings.public_key.key_size == 1024
+    assert any("1024-bit" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -302,6 +316,8 @@ def test_cryptography_key_object_is_accepted_and_checked(rsa_key: rsa.RSAPrivate
     settings = load_settings({"MARKETPLACE_PRODUCT_CODE": "p"}, public_key=rsa_key.public_key())
     assert settings.public_key is not None
     assert settings.public_key.n == rsa_key.public_key().public_numbers().n
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    with pytest.raises(ConfigurationError, match="1024-bit"):
-        load_settings({"MARKETPLACE_PRODUCT_CODE": "p"}, public_key=small.public_key())
+    with pytest.raises(ConfigurationError, match=r"jwt\.io demo key"):
+        load_settings(
+            {"MARKETPLACE_PRODUCT_CODE": "p"},
+            public_key=serialization.load_pem_public_key(JWT_IO_DEMO_PUBLIC_KEY_PEM),
+        )

@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from marketplace_entitlement._cli import console_main
 
-console_main()
+if __name__ == "__main__":
+    console_main()

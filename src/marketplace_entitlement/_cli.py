@@ -13,13 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from marketplace_entitlement import _env, _exit_codes
 from marketplace_entitlement._errors import ConfigurationError, EntitlementError
 from marketplace_entitlement._logging import configure_logging
-from marketplace_entitlement._parsers import parse_duration
 from marketplace_entitlement._settings import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -27,6 +25,7 @@ from marketplace_entitlement._settings import (
     OPTIONS_BY_NAME,
     Option,
     load_settings,
+    resolve_option,
 )
 from marketplace_entitlement._version import __version__
 
@@ -101,10 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the status file written by `run` [env {_env.STATUS_FILE}]",
     )
     probe.add_argument(
+        "--status-max-age",
         "--max-age",
+        dest="status_max_age",
         default=None,
         help=f"maximum age of the last success [env {_env.STATUS_MAX_AGE}; default: "
-        "the writer's 2 x interval + register timeout]",
+        "what the writer stored, 2 x interval + register timeout, none when re-registration is off]",
     )
     commands.add_parser(
         "emulator",
@@ -115,21 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``run`` arguments at the first ``--``: options before, CMD after.
+    """Split ``run`` arguments into its options and CMD.
 
-    Without ``--`` (``ENTRYPOINT ["marketplace-entitlement", "run"]`` with the image's ``CMD``),
-    CMD starts at the first argument that is not an option or an option's value: every ``run``
-    option takes a value, as ``--option VALUE`` or ``--option=VALUE``.
+    CMD starts after a ``--`` that comes where an option could, or else at the first argument that
+    is not an option or an option's value (every ``run`` option takes one, as ``--option VALUE`` or
+    ``--option=VALUE``), so ``ENTRYPOINT ["marketplace-entitlement", "run"]`` with the image's CMD
+    works, and a ``--`` inside CMD stays CMD's.
     """
-    if "--" in args:
-        index = args.index("--")
-        return args[:index], args[index + 1 :]
     index = 1  # after "run"
     while index < len(args) and args[index].startswith("-"):
-        if args[index] in ("-h", "--help") or "=" in args[index]:
-            index += 1
-        else:
-            index += 2
+        if args[index] == "--":
+            return args[:index], args[index + 1 :]
+        index += 1 if args[index] in ("-h", "--help") or "=" in args[index] else 2
     return args[:index], args[index:]
 
 
@@ -223,20 +221,18 @@ def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd:
 def _probe(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
     from marketplace_entitlement._status import probe  # noqa: PLC0415
 
-    path = namespace.status_file or environ.get(_env.STATUS_FILE)
-    if not path:
-        print(  # noqa: T201  (the probe's one line is its whole output)
-            f"marketplace-entitlement probe: {_env.STATUS_FILE} is not set; nothing to check",
-            file=sys.stderr,
-        )
-        return _exit_codes.CONFIGURATION
-    raw_age = namespace.max_age or environ.get(_env.STATUS_MAX_AGE)
+    def say(line: str, *, healthy: bool = False) -> None:
+        print(f"marketplace-entitlement probe: {line}", file=sys.stdout if healthy else sys.stderr)
+
     try:
-        max_age = parse_duration(raw_age, _env.STATUS_MAX_AGE) if raw_age else None
+        path = resolve_option("status_file", namespace.status_file, environ)
+        max_age = resolve_option("status_max_age", namespace.status_max_age, environ)
     except ConfigurationError as error:
-        print(f"marketplace-entitlement probe: {error.refusal_line()}", file=sys.stderr)  # noqa: T201
+        say(error.refusal_line())
         return _exit_codes.CONFIGURATION
-    result = probe(Path(path), max_age=max_age)
-    stream = sys.stdout if result.healthy else sys.stderr
-    print(f"marketplace-entitlement probe: {result.reason}", file=stream)
+    if path is None:
+        say(f"{_env.STATUS_FILE} is not set; nothing to check")
+        return _exit_codes.CONFIGURATION
+    result = probe(path, max_age=max_age)
+    say(result.reason, healthy=result.healthy)
     return 0 if result.healthy else 1

@@ -57,13 +57,14 @@ def gate_interruptibly(gate: Gate, signals: SignalPipe) -> Entitlement:
 
 
 def _status_file(settings: Settings) -> StatusFile | None:
+    """The status file, already written once (``starting``), or None when none is configured."""
     if settings.status_file is None:
         return None
     return StatusFile(
         settings.status_file,
         product_code=settings.product_code,
         max_age=settings.effective_status_max_age,
-    )
+    ).create()
 
 
 def log_refusal(error: EntitlementError) -> None:

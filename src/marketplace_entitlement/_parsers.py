@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from pathlib import Path
 
 from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement._rsa import KeyFormatError, RsaPublicKey, load_pem_public_key, spki_der
+
+logger = logging.getLogger(__name__)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -22,7 +25,8 @@ PRODUCT_CODE_PATTERN = re.compile(r"[-a-zA-Z0-9/=:_.@]{1,255}")
 
 # The jwt.io demo key that AWS's Java sample shows (FACTS.md): its PEM body carries this.
 JWT_IO_DEMO_MODULUS_PREFIX = "dlatRjRjogo3WojgGHFHYLugd"
-MIN_RSA_BITS = 2048
+MIN_RSA_BITS = 1024  # below this, refused: factoring is cheap
+USUAL_RSA_BITS = 2048  # below this, a warning: product keys are RSA-3072
 
 
 def parse_bool(value: str, variable: str) -> bool:
@@ -143,9 +147,17 @@ def check_public_key(key: RsaPublicKey, variable: str) -> RsaPublicKey:
     if key.key_size < MIN_RSA_BITS:
         raise ConfigurationError(
             f"{variable} holds a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} bits are "
-            "required",
+            "required (smaller keys are factored in hours: anyone could sign tokens)",
             variable=variable,
             hint="AWS Marketplace product keys are RSA-3072; check you configured the right key",
+        )
+    if key.key_size < USUAL_RSA_BITS:
+        logger.warning(
+            "%s holds a %d-bit RSA key; AWS Marketplace product keys are RSA-3072: check it is "
+            "your product's key",
+            variable,
+            key.key_size,
+            extra={"event": "public_key.small", "key_size": key.key_size},
         )
     return key
 

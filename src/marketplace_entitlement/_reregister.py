@@ -24,7 +24,7 @@ JITTER_FRACTION = 0.1  # each wait is the interval +/- 10%, so a fleet started t
 
 
 class Reregistration:
-    """Re-registers every ``interval`` seconds in a daemon thread until ``stop()``.
+    """Re-registers every ``interval`` seconds in a daemon thread until ``stop()``; 0 means off.
 
     ``on_success`` and ``on_failure`` run in the thread after each round. A round's retry budget is
     the smaller of the register timeout and the interval, so a round never overlaps the next.
@@ -41,8 +41,8 @@ class Reregistration:
     ) -> None:
         self.gate = gate
         self.interval = gate.settings.reregister_interval if interval is None else interval
-        if self.interval <= 0:
-            raise ValueError("the re-registration interval must be positive")
+        if self.interval < 0:
+            raise ValueError("the re-registration interval must not be negative")
         self._on_success = on_success
         self._on_failure = on_failure
         self._rng = rng or random.SystemRandom()
@@ -60,6 +60,12 @@ class Reregistration:
         """Start the thread (once); return self, so ``start_reregistration(...).stop()`` works."""
         if self._thread is not None:
             raise RuntimeError("re-registration already started")
+        if self.interval == 0:  # MARKETPLACE_REREGISTER_INTERVAL=0: off; the handle does nothing
+            logger.info(
+                "background re-registration is off (interval 0)",
+                extra={"event": "reregistration.disabled"},
+            )
+            return self
         self._thread = threading.Thread(
             target=self._loop, name="marketplace-reregistration", daemon=True
         )
@@ -87,6 +93,17 @@ class Reregistration:
             self._round()
 
     def _round(self) -> None:
+        """One round; the thread's outermost level: anything unexpected is logged, never fatal."""
+        try:
+            self._register_and_report()
+        except Exception:
+            logger.exception(
+                "re-registration %d failed unexpectedly; the next round will run as planned",
+                self.rounds,
+                extra={"event": "reregistration.internal_error", "round": self.rounds},
+            )
+
+    def _register_and_report(self) -> None:
         budget = min(self.gate.settings.register_timeout, self.interval)
         try:
             entitlement = self.gate.check(self._stop, timeout=budget)

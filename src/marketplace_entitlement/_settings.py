@@ -95,7 +95,8 @@ OPTIONS: tuple[Option, ...] = (
            "what a failed background re-registration does: `keep-running` or `stop` CMD",
            for_run_only=True),
     Option("stop_grace_period", _env.STOP_GRACE_PERIOD, parse_duration, 10.0, "10s",
-           "when stopping CMD: time between SIGTERM and SIGKILL", for_run_only=True),
+           "when `run` stops CMD itself (failure policy `stop`): time between SIGTERM and SIGKILL",
+           for_run_only=True),
     Option("term_delay", _env.TERM_DELAY, parse_duration, 0.0, "0",
            "delay before SIGTERM is forwarded to CMD (load balancer deregistration)",
            for_run_only=True),
@@ -136,12 +137,17 @@ class Settings:
     ecs_metadata_uri: str | None = None
 
     @property
-    def effective_status_max_age(self) -> float:
-        """How old a successful registration may be before the probe fails."""
+    def effective_status_max_age(self) -> float | None:
+        """How old a successful registration may be before the probe fails (None: any age).
+
+        By default two intervals plus the register timeout: one missed round is tolerated. With
+        re-registration off, the one registration at startup never gets older in any useful sense.
+        """
         if self.status_max_age is not None:
             return self.status_max_age
-        interval = self.reregister_interval or 3600.0
-        return 2 * interval + self.register_timeout
+        if self.reregister_interval <= 0:
+            return None
+        return 2 * self.reregister_interval + self.register_timeout
 
 
 def resolve_region(environ: Mapping[str, str]) -> str | None:
@@ -161,6 +167,11 @@ def _resolve(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
     if raw is not None and raw.strip() != "":
         return option.parse(raw, option.variable)
     return option.default
+
+
+def resolve_option(name: str, explicit: Any, environ: Mapping[str, str]) -> Any:
+    """One setting alone (for ``probe``), by the same rule as ``load_settings``."""
+    return _resolve(OPTIONS_BY_NAME[name], explicit, environ)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marketplace_entitlement import _exit_codes
-from marketplace_entitlement._errors import EntitlementError
+from marketplace_entitlement import _env, _exit_codes
+from marketplace_entitlement._errors import ConfigurationError, EntitlementError
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +37,7 @@ class ProbeResult:
 class StatusFile:
     """Keeps the state of registrations and rewrites the file after each one (thread-safe)."""
 
-    def __init__(self, path: Path, *, product_code: str, max_age: float) -> None:
+    def __init__(self, path: Path, *, product_code: str, max_age: float | None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {
@@ -51,6 +54,23 @@ class StatusFile:
             "consecutive_failures": 0,
         }
 
+    def create(self) -> StatusFile:
+        """Write the ``starting`` state now, so an unusable path is refused before registering.
+
+        Raises ConfigurationError naming MARKETPLACE_STATUS_FILE when the file cannot be written.
+        """
+        try:
+            with self._lock:
+                self._write()
+        except OSError as error:
+            raise ConfigurationError(
+                f"{_env.STATUS_FILE}={str(self.path)!r} cannot be written: "
+                f"{error.strerror or error}",
+                variable=_env.STATUS_FILE,
+                hint="point it at a writable directory (e.g. an emptyDir or /tmp)",
+            ) from error
+        return self
+
     def record_success(self, *, registered_at: float, next_attempt: float | None) -> None:
         """Record a successful, verified registration."""
         with self._lock:
@@ -62,7 +82,7 @@ class StatusFile:
                 next_attempt=next_attempt,
                 consecutive_failures=0,
             )
-            self._write()
+            self._write_or_log()
 
     def record_failure(
         self, error: EntitlementError, *, at: float, next_attempt: float | None
@@ -88,12 +108,24 @@ class StatusFile:
                     "aws_error_code": getattr(error, "aws_error_code", None),
                 },
             )
-            self._write()
+            self._write_or_log()
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the current state."""
         with self._lock:
             return dict(self._state)
+
+    def _write_or_log(self) -> None:
+        """Write; a failure (disk full, volume gone) is logged, never fatal to the caller."""
+        try:
+            self._write()
+        except OSError as error:
+            logger.warning(
+                "could not write the status file %s: %s",
+                self.path,
+                error,
+                extra={"event": "status_file.write_failed"},
+            )
 
     def _write(self) -> None:
         """Write to a temporary file in the same directory, fsync, then rename over the target."""
