@@ -6,6 +6,7 @@ timeout; ``send`` signals the supervisor itself (for PID 1, its pid as seen from
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -68,6 +69,7 @@ def entrypoint_environment() -> dict[str, str]:
     from marketplace_entitlement.emulator import Emulator  # noqa: PLC0415
 
     emulator = Emulator(rate_limits={"RegisterUsage": None}).start()
+    atexit.register(emulator.stop)  # removes its key directory when the test session ends
     environment = {
         name: value
         for name, value in os.environ.items()
