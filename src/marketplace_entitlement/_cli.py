@@ -34,10 +34,6 @@ logger = logging.getLogger("marketplace_entitlement.cli")
 EX_SOFTWARE = 70  # an internal error (a bug): logged with its traceback
 
 
-class UsageError(Exception):
-    """A bad command line (exit 64)."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error exits 64 (EX_USAGE) instead of 2."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Final
 
-OK: Final = 0
 USAGE: Final = 64  # EX_USAGE: bad command line
 VERIFICATION_FAILED: Final = 65  # EX_DATAERR: the Signature could not be verified
 SERVICE_UNAVAILABLE: Final = 69  # EX_UNAVAILABLE: the service stayed unavailable for the budget

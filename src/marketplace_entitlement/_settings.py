@@ -120,7 +120,6 @@ class Settings:
     product_code: str
     public_key_version: int = 1
     public_key: RsaPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
-    public_key_source: str | None = None
     verify_signature: bool = True
     register_timeout: float = 1800.0
     reregister_interval: float = 3600.0
@@ -199,7 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
     if explicit.get("public_key") is not None or explicit.get("public_key_file") is not None:
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
-    key, source = _load_key(key_text, key_path)
+    key = _load_key(key_text, key_path)
     if values["verify_signature"] and key is None:
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
@@ -210,14 +209,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
         )
     return Settings(
         public_key=key,
-        public_key_source=source,
         region=explicit.get("region") or resolve_region(env),
         ecs_metadata_uri=env.get(_env.ECS_CONTAINER_METADATA_URI_V4) or None,
         **values,
     )
 
 
-def _load_key(text: Any, path: Any) -> tuple[RsaPublicKey | None, str | None]:
+def _load_key(text: Any, path: Any) -> RsaPublicKey | None:
     """Load the key from exactly one of the two variables (both set is ambiguous)."""
     if text is not None and path is not None:
         raise ConfigurationError(
@@ -228,11 +226,11 @@ def _load_key(text: Any, path: Any) -> tuple[RsaPublicKey | None, str | None]:
         numbers = text.public_numbers()
         text = RsaPublicKey(numbers.n, numbers.e)
     if isinstance(text, RsaPublicKey):
-        return check_public_key(text, _env.PUBLIC_KEY), _env.PUBLIC_KEY
+        return check_public_key(text, _env.PUBLIC_KEY)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if text is not None:
-        return parse_public_key(str(text), _env.PUBLIC_KEY), _env.PUBLIC_KEY
+        return parse_public_key(str(text), _env.PUBLIC_KEY)
     if path is not None:
-        return read_public_key_file(str(path), _env.PUBLIC_KEY_FILE), str(path)
-    return None, None
+        return read_public_key_file(str(path), _env.PUBLIC_KEY_FILE)
+    return None

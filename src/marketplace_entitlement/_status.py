@@ -110,11 +110,6 @@ class StatusFile:
             )
             self._write_or_log()
 
-    def snapshot(self) -> dict[str, Any]:
-        """A copy of the current state."""
-        with self._lock:
-            return dict(self._state)
-
     def _write_or_log(self) -> None:
         """Write; a failure (disk full, volume gone) is logged, never fatal to the caller."""
         try:
