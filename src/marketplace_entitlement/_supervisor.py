@@ -3,7 +3,7 @@
 One loop in the main thread does all the work (the signal handlers only record, see ``_signals``):
 it forwards each signal received to the child, reaps with ``waitpid(-1, WNOHANG)`` whenever SIGCHLD
 arrives (orphans included), and returns the child's exit status, or 128+N when signal N killed it.
-While idle it blocks in ``select`` with no timeout. docs/supervision.md describes the behaviour.
+While idle it blocks in ``select`` with no timeout. The README section "Supervision" describes the behaviour.
 """
 
 from __future__ import annotations
