@@ -137,9 +137,8 @@ class Gate:
         rotation_at = _as_datetime(rotation)
         if rotation_at is not None:
             logger.warning(
-                "public key version %d expires at %s: ask AWS Marketplace for the new key, "
-                "then set "
-                "MARKETPLACE_PUBLIC_KEY_VERSION and MARKETPLACE_PUBLIC_KEY(_FILE) to it",
+                "public key version %d expires at %s: ask AWS Marketplace for the new key, then "
+                "set MARKETPLACE_PUBLIC_KEY_VERSION and MARKETPLACE_PUBLIC_KEY(_FILE) to it",
                 settings.public_key_version,
                 _iso(rotation_at),
                 extra={
