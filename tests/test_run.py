@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -27,7 +27,8 @@ from marketplace_entitlement.emulator import Emulator
 
 CLI = [sys.executable, "-m", "marketplace_entitlement"]
 UNSHARE = shutil.which("unshare")
-AS_PID1 = [UNSHARE, "--pid", "--fork", "--mount-proc"] if UNSHARE else []
+# --kill-child: if unshare is killed (a failed test cleaning up), the wrapper inside dies too.
+AS_PID1 = [UNSHARE, "--pid", "--fork", "--mount-proc", "--kill-child"] if UNSHARE else []
 
 pid1 = pytest.mark.skipif(
     os.geteuid() != 0 or UNSHARE is None,
@@ -35,18 +36,34 @@ pid1 = pytest.mark.skipif(
 )
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way must not leave a wrapper retrying in the background."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def start_run(
     env: dict[str, str], command: list[str], *options: str, as_pid1: bool = True
 ) -> subprocess.Popen[str]:
     """Start ``run [options] -- command`` (as PID 1 in a new PID namespace unless told otherwise)."""
     argv = [*(AS_PID1 if as_pid1 else []), *CLI, "run", *options, "--", *command]
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [str(a) for a in argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    _STARTED.append(process)
+    return process
 
 
 def signal_wrapper(process: subprocess.Popen[str], signum: int) -> None:

@@ -122,7 +122,7 @@ class Supervised:
     def __init__(self, command: Sequence[str], *flags: str, pid1: bool = True) -> None:
         if pid1:
             skip_unless_pid1()
-        prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []
+        prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] if pid1 else []
         self.pid1 = pid1
         self.real_entrypoint = not HARNESS_ONLY_FLAGS.intersection(flags)
         if self.real_entrypoint:
