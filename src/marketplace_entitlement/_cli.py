@@ -16,20 +16,19 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from marketplace_entitlement import _env, _exit_codes
+from marketplace_entitlement._entrypoint import log_refusal, run_check, run_entrypoint
 from marketplace_entitlement._errors import ConfigurationError, EntitlementError
 from marketplace_entitlement._logging import configure_logging
 from marketplace_entitlement._settings import (
-    LOG_FORMATS,
-    LOG_LEVELS,
     OPTIONS,
     OPTIONS_BY_NAME,
-    Option,
     load_settings,
     resolve_option,
 )
+from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
 
-logger = logging.getLogger("marketplace_entitlement.cli")
+logger = logging.getLogger(__name__)
 
 EX_SOFTWARE = 70  # an internal error (a bug): logged with its traceback
 
@@ -143,11 +142,14 @@ def _logging_from(explicit: dict[str, Any], environ: dict[str, str]) -> None:
 
     A bad log setting is then reported by ``load_settings`` as a configuration error like any other.
     """
-    chosen = {}
-    for name, choices in (("log_format", LOG_FORMATS), ("log_level", LOG_LEVELS)):
-        option: Option = OPTIONS_BY_NAME[name]
-        raw = str(explicit.get(name) or environ.get(option.variable) or option.default)
-        chosen[name] = raw.strip().lower() if raw.strip().lower() in choices else option.default
+
+    def lenient(name: str) -> str:
+        try:
+            return str(resolve_option(name, explicit.get(name), environ))
+        except ConfigurationError:
+            return str(OPTIONS_BY_NAME[name].default)
+
+    chosen = {name: lenient(name) for name in ("log_format", "log_level")}
     configure_logging(chosen["log_format"], chosen["log_level"])
 
 
@@ -195,8 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return _dispatch(namespace.command, explicit, environ, command)
     except EntitlementError as error:
-        from marketplace_entitlement._entrypoint import log_refusal  # noqa: PLC0415
-
         log_refusal(error)
         return error.exit_code
     except Exception:
@@ -205,9 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd: list[str]) -> int:
-    # Deferred: the entrypoint pulls in the supervisor and the gate, not needed for `probe`.
-    from marketplace_entitlement._entrypoint import run_check, run_entrypoint  # noqa: PLC0415
-
     settings = load_settings(environ, **explicit)
     if name == "check":
         return run_check(settings, sys.stdout)
@@ -215,8 +212,6 @@ def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd:
 
 
 def _probe(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
-    from marketplace_entitlement._status import probe  # noqa: PLC0415
-
     def say(line: str, *, healthy: bool = False) -> None:
         print(f"marketplace-entitlement probe: {line}", file=sys.stdout if healthy else sys.stderr)
 

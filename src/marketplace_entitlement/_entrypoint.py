@@ -146,14 +146,11 @@ def run_entrypoint(
             log_refusal(error)
             return error.exit_code
         stopped_for: list[EntitlementError] = []
-        reregistration = None
-        if settings.reregister_interval > 0:
-            reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
+        reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
         try:
             code = supervisor.run()
         finally:
-            if reregistration is not None:
-                reregistration.stop(timeout=1.0)
+            reregistration.stop(timeout=1.0)
     if stopped_for:
         logger.error(
             "stopped the command because re-registration failed (policy 'stop'); exiting %d",

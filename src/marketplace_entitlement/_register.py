@@ -51,21 +51,16 @@ RETRYABLE_CODES = frozenset(
 
 _EMULATOR_HINT = "use `marketplace-entitlement emulator` to test outside AWS"
 
+_NOT_SUBSCRIBED_HINT = (
+    "the buyer's AWS account has no active subscription to this product; subscribe to it in AWS "
+    "Marketplace, or check MARKETPLACE_PRODUCT_CODE"
+)
+
 # Terminal service errors: code -> (exception class, variable at fault, hint).
 _TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
+    "CustomerNotEntitledException": ("not_entitled", None, _NOT_SUBSCRIBED_HINT),
     # The API reference's prose also names CustomerNotSubscribedException; treat it alike.
-    "CustomerNotSubscribedException": (
-        "not_entitled",
-        None,
-        "the buyer's AWS account has no active subscription to this product; subscribe to it in "
-        "AWS Marketplace, or check MARKETPLACE_PRODUCT_CODE",
-    ),
-    "CustomerNotEntitledException": (
-        "not_entitled",
-        None,
-        "the buyer's AWS account has no active subscription to this product; subscribe to it in "
-        "AWS Marketplace, or check MARKETPLACE_PRODUCT_CODE",
-    ),
+    "CustomerNotSubscribedException": ("not_entitled", None, _NOT_SUBSCRIBED_HINT),
     "PlatformNotSupportedException": (
         "not_entitled",
         None,
@@ -133,7 +128,6 @@ class Retryable:
 def classify(error: Exception) -> Retryable | EntitlementError:
     """Decide whether a failed RegisterUsage call is retried, or which error ends it."""
     from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
-    from botocore.parsers import ResponseParserError  # noqa: PLC0415
 
     if isinstance(error, bx.ClientError):
         details = error.response.get("Error", {})
@@ -143,20 +137,11 @@ def classify(error: Exception) -> Retryable | EntitlementError:
         return _classify_service_error(code, message, status)
     if isinstance(error, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return ConfigurationError(f"no usable AWS credentials: {error}", hint=_CREDENTIAL_HINT)
-    if isinstance(
-        error,
-        (
-            bx.HTTPClientError,
-            bx.ConnectionError,
-            ResponseParserError,
-            bx.CredentialRetrievalError,
-        ),
-    ):
-        return Retryable(type(error).__name__, str(error))
-    if isinstance(error, bx.BotoCoreError):
+    retryable_botocore = (bx.HTTPClientError, bx.ConnectionError, bx.CredentialRetrievalError)
+    if isinstance(error, bx.BotoCoreError) and not isinstance(error, retryable_botocore):
         return ConfigurationError(f"RegisterUsage could not be sent: {error}")
-    # Anything else came out of botocore reading an answer it could not make sense of (a body of
-    # the wrong shape, an unparsable timestamp) or the network: the service misbehaved; retry.
+    # The network, or an answer botocore could not make sense of (its ResponseParserError, a body
+    # of the wrong shape, an unparsable timestamp): the service misbehaved; retry.
     return Retryable(type(error).__name__, str(error) or type(error).__name__)
 
 
