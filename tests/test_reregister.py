@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -18,27 +19,37 @@ from marketplace_entitlement import (
 from marketplace_entitlement._gate import Gate
 from marketplace_entitlement.emulator import Emulator
 
+T = TypeVar("T")
+
+
+class Collected(Generic[T]):
+    """A callback that records what it is given; ``enough`` is set once ``count`` arrived."""
+
+    def __init__(self, count: int) -> None:
+        self.items: list[T] = []
+        self.enough = threading.Event()
+        self._count = count
+
+    def __call__(self, item: T) -> None:
+        """Record ``item``."""
+        self.items.append(item)
+        if len(self.items) >= self._count:
+            self.enough.set()
+
 
 def test_reregisters_periodically_with_fresh_nonces(
     service: Emulator, aws_env: dict[str, str]
 ) -> None:
     """start_reregistration re-registers every interval, each time verified with a new nonce."""
-    seen: list[Entitlement] = []
-    three = threading.Event()
-
-    def on_success(entitlement: Entitlement) -> None:
-        seen.append(entitlement)
-        if len(seen) >= 3:
-            three.set()
-
-    handle = start_reregistration(interval=0.2, on_success=on_success)
+    successes: Collected[Entitlement] = Collected(3)
+    handle = start_reregistration(interval=0.2, on_success=successes)
     try:
-        assert three.wait(20)
+        assert successes.enough.wait(20)
     finally:
         handle.stop()
     assert not handle.running
-    assert all(e.verified for e in seen)
-    assert len({e.nonce for e in seen}) == len(seen)
+    assert all(e.verified for e in successes.items)
+    assert len({e.nonce for e in successes.items}) == len(successes.items)
 
 
 def test_failures_reach_on_failure_and_the_loop_goes_on(
@@ -46,20 +57,13 @@ def test_failures_reach_on_failure_and_the_loop_goes_on(
 ) -> None:
     """A failed round calls on_failure with the error; later rounds still run."""
     service.set_product("prod-test123", "not_entitled")
-    failures: list[EntitlementError] = []
-    two = threading.Event()
-
-    def on_failure(error: EntitlementError) -> None:
-        failures.append(error)
-        if len(failures) >= 2:
-            two.set()
-
-    handle = start_reregistration(interval=0.2, on_failure=on_failure)
+    failures: Collected[EntitlementError] = Collected(2)
+    handle = start_reregistration(interval=0.2, on_failure=failures)
     try:
-        assert two.wait(20)
+        assert failures.enough.wait(20)
     finally:
         handle.stop()
-    assert all(f.exit_code == 77 for f in failures)
+    assert all(f.exit_code == 77 for f in failures.items)
 
 
 def test_stop_ends_the_wait_at_once(service: Emulator, aws_env: dict[str, str]) -> None:
