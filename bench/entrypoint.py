@@ -68,7 +68,7 @@ stage("import botocore.session")
 from marketplace_entitlement._client import create_metering_client
 client = create_metering_client(settings)
 stage("botocore client created")
-from marketplace_entitlement._gate import Gate
+from marketplace_entitlement.entitlement._gate import Gate
 Gate(settings, client).check()
 stage("RegisterUsage + PS256 verification")
 """

@@ -43,11 +43,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from marketplace_entitlement import EntitlementError, load_settings
 from marketplace_entitlement._client import SERVICE_NAME, MeteringClient, create_metering_client
-from marketplace_entitlement._gate import Gate
-from marketplace_entitlement._register import backoff_delays
+from marketplace_entitlement._retry import backoff_delays
 from marketplace_entitlement.emulator import Emulator
 from marketplace_entitlement.emulator._keys import generate_private_key, private_key_pem
 from marketplace_entitlement.emulator._server import EmulatorHTTPServer
+from marketplace_entitlement.entitlement._gate import Gate
 
 PRODUCT_CODE = "herdproduct0001"
 REGION = "us-east-1"

@@ -30,8 +30,8 @@ from marketplace_entitlement import (
     load_settings,
     require_entitlement,
 )
-from marketplace_entitlement._gate import Gate
 from marketplace_entitlement.emulator import Emulator
+from marketplace_entitlement.entitlement._gate import Gate
 from tests.keys import private_pem
 
 

@@ -22,7 +22,7 @@ from marketplace_entitlement._errors import (
     ServiceUnavailableError,
     VerificationError,
 )
-from marketplace_entitlement._register import _classify_service_error
+from marketplace_entitlement._retry import _classify_service_error
 from marketplace_entitlement._settings import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent

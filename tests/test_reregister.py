@@ -16,8 +16,8 @@ from marketplace_entitlement import (
     load_settings,
     start_reregistration,
 )
-from marketplace_entitlement._gate import Gate
 from marketplace_entitlement.emulator import Emulator
+from marketplace_entitlement.entitlement._gate import Gate
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketplace_entitlement._rsa import (
+from marketplace_entitlement.entitlement._rsa import (
     KeyFormatError,
     RsaPublicKey,
     load_pem_public_key,

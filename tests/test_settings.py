@@ -18,7 +18,7 @@ from marketplace_entitlement._parsers import (
     parse_duration,
     parse_signal_rewrite,
 )
-from marketplace_entitlement._rsa import RsaPublicKey, load_pem_public_key, spki_der
+from marketplace_entitlement.entitlement._rsa import RsaPublicKey, load_pem_public_key, spki_der
 from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, public_pem
 
 BASE = {"MARKETPLACE_PRODUCT_CODE": "prod-abc123", "MARKETPLACE_VERIFY_SIGNATURE": "false"}

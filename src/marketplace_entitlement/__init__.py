@@ -18,10 +18,14 @@ from marketplace_entitlement._errors import (
     ServiceUnavailableError,
     VerificationError,
 )
-from marketplace_entitlement._gate import Entitlement, check_entitlement, require_entitlement
-from marketplace_entitlement._reregister import Reregistration, start_reregistration
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement._version import __version__
+from marketplace_entitlement.entitlement._gate import (
+    Entitlement,
+    check_entitlement,
+    require_entitlement,
+)
+from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
 
 __all__ = [
     "ClaimMismatchError",

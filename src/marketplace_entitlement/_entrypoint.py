@@ -16,12 +16,16 @@ from typing import TextIO
 
 from marketplace_entitlement._client import MeteringClient
 from marketplace_entitlement._errors import EntitlementError, RegistrationInterrupted
-from marketplace_entitlement._gate import Entitlement, Gate
-from marketplace_entitlement._reregister import Reregistration
 from marketplace_entitlement._settings import Settings
-from marketplace_entitlement._signals import SignalPipe, signal_name
 from marketplace_entitlement._status import StatusFile
-from marketplace_entitlement._supervisor import CommandError, Supervisor, SupervisorOptions
+from marketplace_entitlement.entitlement._gate import Entitlement, Gate
+from marketplace_entitlement.entitlement._reregister import Reregistration
+from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
+from marketplace_entitlement.supervision._supervisor import (
+    CommandError,
+    Supervisor,
+    SupervisorOptions,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,12 @@ import re
 from pathlib import Path
 
 from marketplace_entitlement._errors import ConfigurationError
-from marketplace_entitlement._rsa import KeyFormatError, RsaPublicKey, load_pem_public_key, spki_der
+from marketplace_entitlement.entitlement._rsa import (
+    KeyFormatError,
+    RsaPublicKey,
+    load_pem_public_key,
+    spki_der,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +177,7 @@ def is_jwt_io_demo_key(key: RsaPublicKey) -> bool:
 
 def parse_signal_rewrite(value: str, variable: str) -> tuple[tuple[int, int], ...]:
     """Parse ``FROM:TO[,FROM:TO...]`` with signal names or numbers; ``TO`` may be 0 (drop)."""
-    from marketplace_entitlement._signals import signal_from_name  # noqa: PLC0415  (no cycle)
+    from marketplace_entitlement.supervision._signals import signal_from_name  # noqa: PLC0415  (no cycle)
 
     pairs: list[tuple[int, int]] = []
     for item in filter(None, (part.strip() for part in value.split(","))):

@@ -27,7 +27,7 @@ from marketplace_entitlement._parsers import (
     parse_signal_rewrite,
     read_public_key_file,
 )
-from marketplace_entitlement._rsa import RsaPublicKey
+from marketplace_entitlement.entitlement._rsa import RsaPublicKey
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -14,8 +14,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from marketplace_entitlement._signals import SignalPipe, signal_from_name
-from marketplace_entitlement._supervisor import CommandError, Supervisor, SupervisorOptions
+from marketplace_entitlement.supervision._signals import SignalPipe, signal_from_name
+from marketplace_entitlement.supervision._supervisor import (
+    CommandError,
+    Supervisor,
+    SupervisorOptions,
+)
 
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from marketplace_entitlement._signals import SignalPipe, signal_from_name, signal_name
-from marketplace_entitlement._supervisor import SupervisorOptions
+from marketplace_entitlement.supervision._signals import SignalPipe, signal_from_name, signal_name
+from marketplace_entitlement.supervision._supervisor import SupervisorOptions
 
 
 @pytest.mark.parametrize("text", ["TERM", "SIGTERM", "sigterm", "term", "15", " SIGTERM "])

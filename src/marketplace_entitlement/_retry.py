@@ -1,8 +1,9 @@
-"""RegisterUsage with one retry policy: jittered exponential backoff inside a monotonic deadline.
+"""The one retry policy for every Metering Service call: jittered backoff inside a monotonic deadline.
 
-Which failures are retried, and which end the attempt with which error, is decided here and only
-here (``classify``). Waits are on a ``threading.Event`` so that a shutdown request ends them
-at once.
+RegisterUsage at startup, MeterUsage, BatchMeterUsage and ResolveCustomer all go through
+``call_with_retries``. Which failures are retried, and which end the attempt with which error, is
+decided here and only here (``classify``). Waits are on a ``threading.Event`` so that a shutdown
+request ends them at once.
 """
 
 from __future__ import annotations
@@ -89,12 +90,7 @@ _TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
         "the Metering API is disabled for this account or product; contact AWS Marketplace Seller "
         "Operations",
     ),
-    "AccessDeniedException": (
-        "config",
-        None,
-        "the task role lacks aws-marketplace:RegisterUsage; attach the AWS managed policy "
-        "AWSMarketplaceMeteringRegisterUsage to the ECS task role or the IRSA role",
-    ),
+    "AccessDeniedException": ("config", None, "{access_denied}"),
 }
 
 _CREDENTIAL_CODES = frozenset(
@@ -113,6 +109,18 @@ _CREDENTIAL_HINT = (
 )
 
 
+def _access_denied_hint(operation: str) -> str:
+    policy = (
+        "AWSMarketplaceMeteringRegisterUsage"
+        if operation == "RegisterUsage"
+        else "AWSMarketplaceMeteringFullAccess"
+    )
+    return (
+        f"the role lacks aws-marketplace:{operation}; attach the AWS managed policy {policy} to "
+        "the ECS task role or the IRSA role"
+    )
+
+
 class IncompleteResponseError(Exception):
     """The service answered 200 without the member we need (a broken or truncated body)."""
 
@@ -125,8 +133,8 @@ class Retryable:
     message: str
 
 
-def classify(error: Exception) -> Retryable | EntitlementError:
-    """Decide whether a failed RegisterUsage call is retried, or which error ends it."""
+def classify(error: Exception, operation: str = "RegisterUsage") -> Retryable | EntitlementError:
+    """Decide whether a failed call of ``operation`` is retried, or which error ends it."""
     from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
 
     if isinstance(error, bx.ClientError):
@@ -134,24 +142,27 @@ def classify(error: Exception) -> Retryable | EntitlementError:
         code = str(details.get("Code", "")) or "Unknown"
         message = str(details.get("Message", "")) or str(error)
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return _classify_service_error(code, message, status)
+        return _classify_service_error(code, message, status, operation)
     if isinstance(error, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return ConfigurationError(f"no usable AWS credentials: {error}", hint=_CREDENTIAL_HINT)
     retryable_botocore = (bx.HTTPClientError, bx.ConnectionError, bx.CredentialRetrievalError)
     if isinstance(error, bx.BotoCoreError) and not isinstance(error, retryable_botocore):
-        return ConfigurationError(f"RegisterUsage could not be sent: {error}")
+        return ConfigurationError(f"{operation} could not be sent: {error}")
     # The network, or an answer botocore could not make sense of (its ResponseParserError, a body
     # of the wrong shape, an unparsable timestamp): the service misbehaved; retry.
     return Retryable(type(error).__name__, str(error) or type(error).__name__)
 
 
-def _classify_service_error(code: str, message: str, status: int) -> Retryable | EntitlementError:
+def _classify_service_error(
+    code: str, message: str, status: int, operation: str = "RegisterUsage"
+) -> Retryable | EntitlementError:
     if code in RETRYABLE_CODES or status >= 500:
         return Retryable(code, message)
     terminal = _TERMINAL.get(code)
-    text = f"RegisterUsage refused: {code}: {message}"
+    text = f"{operation} refused: {code}: {message}"
     if terminal is not None:
         kind, variable, hint = terminal
+        hint = hint.replace("{access_denied}", _access_denied_hint(operation))
         if kind == "not_entitled":
             return NotEntitledError(text, aws_error_code=code, hint=hint)
         return ServiceConfigurationError(text, aws_error_code=code, variable=variable, hint=hint)
@@ -190,6 +201,7 @@ def call_with_retries(
     stop: threading.Event,
     delays: Iterator[float] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    operation: str = "RegisterUsage",
 ) -> dict[str, Any]:
     """Call ``call`` until it succeeds, fails terminally, the deadline passes, or ``stop`` is set.
 
@@ -203,37 +215,39 @@ def call_with_retries(
     last: Retryable | None = None
     while True:
         if stop.is_set():
-            raise RegistrationInterrupted("shutdown requested before registration finished")
+            raise RegistrationInterrupted(f"shutdown requested before {operation} finished")
         attempt += 1
         started = clock()
         try:
             response = call()
         except Exception as error:  # noqa: BLE001  (classify decides; unknown answers are retried)
-            outcome = classify(error)
+            outcome = classify(error, operation)
         else:
-            _log_attempt(attempt, "success", started, clock)
+            _log_attempt(operation, attempt, "success", started, clock)
             return response
         if isinstance(outcome, EntitlementError):
-            _log_attempt(attempt, "refused", started, clock, code=_code_of(outcome))
+            _log_attempt(operation, attempt, "refused", started, clock, code=_code_of(outcome))
             raise outcome
         last = outcome
         remaining = deadline - clock()
         if remaining <= 0:
-            _log_attempt(attempt, "retryable", started, clock, code=outcome.code)
+            _log_attempt(operation, attempt, "retryable", started, clock, code=outcome.code)
             break
         # The last wait is cut to the deadline, and one last attempt is made there.
         wait = min(next(schedule), remaining)
-        _log_attempt(attempt, "retryable", started, clock, code=outcome.code, next_wait=wait)
+        _log_attempt(
+            operation, attempt, "retryable", started, clock, code=outcome.code, next_wait=wait
+        )
         if stop.wait(wait):
-            raise RegistrationInterrupted("shutdown requested while waiting to retry RegisterUsage")
+            raise RegistrationInterrupted(f"shutdown requested while waiting to retry {operation}")
     raise ServiceUnavailableError(
-        f"RegisterUsage kept failing for {timeout:g}s ({attempt} attempts; last: {last.code}: "
+        f"{operation} kept failing for {timeout:g}s ({attempt} attempts; last: {last.code}: "
         f"{last.message})",
         aws_error_code=last.code,
         attempts=attempt,
         hint="the Metering Service was throttling or unreachable for the whole "
         "MARKETPLACE_REGISTER_TIMEOUT; check network egress to metering.marketplace and the "
-        "account's RegisterUsage quota",
+        f"account's {operation} quota",
     )
 
 
@@ -242,6 +256,7 @@ def _code_of(error: EntitlementError) -> str:
 
 
 def _log_attempt(
+    operation: str,
     attempt: int,
     outcome: str,
     started: float,
@@ -252,7 +267,7 @@ def _log_attempt(
 ) -> None:
     level = logging.INFO if outcome == "success" else logging.WARNING
     fields: dict[str, Any] = {
-        "event": "register_usage.attempt",
+        "event": f"{_event_prefix(operation)}.attempt",
         "attempt": attempt,
         "outcome": outcome,
         "duration_ms": round((clock() - started) * 1000, 1),
@@ -261,9 +276,14 @@ def _log_attempt(
         fields["error_code"] = code
     if next_wait is not None:
         fields["next_attempt_in_s"] = round(next_wait, 3)
-    text = f"RegisterUsage attempt {attempt}: {outcome}"
+    text = f"{operation} attempt {attempt}: {outcome}"
     if code:
         text += f" ({code})"
     if next_wait is not None:
         text += f", retrying in {next_wait:.2f}s"
     logger.log(level, text, extra=fields)
+
+
+def _event_prefix(operation: str) -> str:
+    """``RegisterUsage`` -> ``register_usage``: the log event names of one operation."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")

@@ -15,8 +15,8 @@ from typing import Any
 
 from marketplace_entitlement._client import MeteringClient
 from marketplace_entitlement._errors import EntitlementError
-from marketplace_entitlement._gate import Entitlement, Gate
 from marketplace_entitlement._settings import load_settings
+from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 
 logger = logging.getLogger(__name__)
 

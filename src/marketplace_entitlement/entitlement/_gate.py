@@ -18,13 +18,13 @@ from typing import Any, NoReturn
 
 from marketplace_entitlement._client import LazyClient, MeteringClient
 from marketplace_entitlement._errors import EntitlementError
-from marketplace_entitlement._register import (
+from marketplace_entitlement._retry import (
     IncompleteResponseError,
     backoff_delays,
     call_with_retries,
 )
 from marketplace_entitlement._settings import Settings, load_settings
-from marketplace_entitlement._verify import (
+from marketplace_entitlement.entitlement._verify import (
     check_claims,
     read_unverified_claims,
     verify_signature,

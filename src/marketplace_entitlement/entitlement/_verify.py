@@ -21,7 +21,7 @@ from marketplace_entitlement._errors import (
     InvalidSignatureError,
     MalformedTokenError,
 )
-from marketplace_entitlement._rsa import RsaPublicKey
+from marketplace_entitlement.entitlement._rsa import RsaPublicKey
 
 ALGORITHM = "PS256"
 # A RegisterUsage token is a few hundred bytes (an RSA-3072 signature is 512 base64url characters);

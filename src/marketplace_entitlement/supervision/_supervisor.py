@@ -22,7 +22,7 @@ from typing import Final
 
 from marketplace_entitlement import _exit_codes
 from marketplace_entitlement._errors import CommandError, CommandNotExecutable, CommandNotFound
-from marketplace_entitlement._signals import SignalPipe, catchable_signals, signal_name
+from marketplace_entitlement.supervision._signals import SignalPipe, catchable_signals, signal_name
 
 __all__ = [
     "LEFTOVER_GRACE_PERIOD",
