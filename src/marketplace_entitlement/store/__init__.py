@@ -1,0 +1,1 @@
+"""The durable usage store shared by container metering and SaaS reporting (see ``_base``)."""
