@@ -34,8 +34,8 @@ def create_metering_client(settings: Settings) -> MeteringClient:
     """Create a botocore client for the Metering Service in the settings' region.
 
     botocore is imported here, not at module import, because importing it costs a few hundred
-    milliseconds (FACTS.md). botocore's own retries are limited to one attempt so that our retry
-    policy (``_register``) owns the whole time budget; timeouts never exceed that budget.
+    milliseconds. botocore's own retries are limited to one attempt so that this package's retry
+    policy owns the whole time budget (MARKETPLACE_REGISTER_TIMEOUT); timeouts never exceed it.
     """
     import botocore.session  # noqa: PLC0415  (deferred: see docstring)
     from botocore.config import Config  # noqa: PLC0415
@@ -70,6 +70,12 @@ def create_metering_client(settings: Settings) -> MeteringClient:
             "and the region",
         ) from error
     return client
+
+
+def endpoint_url(client: object) -> str | None:
+    """The URL a botocore client sends to (``client.meta.endpoint_url``); None if it has none."""
+    url = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return url if isinstance(url, str) else None
 
 
 def platform_region(settings: Settings) -> str | None:

@@ -37,7 +37,7 @@ class EntitlementError(Exception):
 
     @property
     def exit_code(self) -> int:
-        """The exit code CONTRACT.md assigns to this failure."""
+        """The documented exit code of this failure (docs/exit-codes.md)."""
         return exit_code_for(self)
 
     def refusal_line(self) -> str:

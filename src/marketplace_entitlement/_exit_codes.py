@@ -1,4 +1,4 @@
-"""The exit codes of ``run`` and ``check``, named once (CONTRACT.md, sysexits.h values)."""
+"""The exit codes of ``run`` and ``check``, named once (docs/exit-codes.md; sysexits.h values)."""
 
 from __future__ import annotations
 

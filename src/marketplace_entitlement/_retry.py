@@ -105,7 +105,21 @@ _CREDENTIAL_CODES = frozenset(
 )
 _CREDENTIAL_HINT = (
     "the AWS credentials were refused; run with an ECS task role or an EKS IRSA service account "
-    "(FACTS: node roles and long-term keys are not supported for metering)"
+    "(AWS Marketplace metering does not accept node roles or long-term keys)"
+)
+# Where botocore's default credential chain looks, in its order (what "none found" means).
+CREDENTIAL_SOURCES = (
+    "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+    "the shared credentials and config files (~/.aws/credentials, ~/.aws/config, AWS_PROFILE)",
+    "web identity (AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE: EKS IRSA)",
+    "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI: "
+    "the ECS task role)",
+    "the EC2 instance metadata service",
+)
+_NO_CREDENTIALS_HINT = (
+    "on ECS set the task definition's taskRoleArn; on EKS annotate the pod's service account "
+    "with an IRSA role (eks.amazonaws.com/role-arn); against the local emulator any "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY will do"
 )
 
 
@@ -143,14 +157,37 @@ def classify(error: Exception, operation: str = "RegisterUsage") -> Retryable | 
         message = str(details.get("Message", "")) or str(error)
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return _classify_service_error(code, message, status, operation)
-    if isinstance(error, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return ConfigurationError(f"no usable AWS credentials: {error}", hint=_CREDENTIAL_HINT)
+    if isinstance(error, bx.NoCredentialsError):
+        return ConfigurationError(
+            f"no AWS credentials found, so no {operation} request was sent; botocore looked in "
+            + "; ".join(CREDENTIAL_SOURCES),
+            hint=_NO_CREDENTIALS_HINT,
+        )
+    if isinstance(error, bx.PartialCredentialsError):
+        return ConfigurationError(
+            f"incomplete AWS credentials, so no {operation} request was sent: {error}",
+            hint=_NO_CREDENTIALS_HINT,
+        )
     retryable_botocore = (bx.HTTPClientError, bx.ConnectionError, bx.CredentialRetrievalError)
     if isinstance(error, bx.BotoCoreError) and not isinstance(error, retryable_botocore):
         return ConfigurationError(f"{operation} could not be sent: {error}")
     # The network, or an answer botocore could not make sense of (its ResponseParserError, a body
     # of the wrong shape, an unparsable timestamp): the service misbehaved; retry.
     return Retryable(type(error).__name__, str(error) or type(error).__name__)
+
+
+def request_was_sent(error: Exception) -> bool:
+    """Tell whether a failed call reached the network: botocore refuses some before sending.
+
+    Missing or incomplete credentials, parameters that fail botocore's own validation and similar
+    client-side errors are raised before any request leaves; such a call is not an attempt.
+    """
+    from botocore import exceptions as bx  # noqa: PLC0415  (botocore is imported lazily)
+
+    if isinstance(error, bx.ClientError):
+        return True
+    sent_errors = (bx.HTTPClientError, bx.ConnectionError, bx.CredentialRetrievalError)
+    return not isinstance(error, bx.BotoCoreError) or isinstance(error, sent_errors)
 
 
 def _classify_service_error(
@@ -202,47 +239,58 @@ def call_with_retries(
     delays: Iterator[float] | None = None,
     clock: Callable[[], float] = time.monotonic,
     operation: str = "RegisterUsage",
+    endpoint: str | None = None,
+    budget_name: str | None = None,
 ) -> dict[str, Any]:
     """Call ``call`` until it succeeds, fails terminally, the deadline passes, or ``stop`` is set.
 
     Raises the terminal EntitlementError, ServiceUnavailableError when ``timeout`` seconds
     (monotonic) pass with only retryable failures, or RegistrationInterrupted when ``stop`` is set.
-    Every attempt and its outcome is one log event.
+    Every attempt and its outcome is one log event; a call refused before anything was sent (no
+    credentials) is no attempt and is not logged as one. ``endpoint`` (the client's URL) and
+    ``budget_name`` (the setting that gave ``timeout``; default MARKETPLACE_REGISTER_TIMEOUT for
+    RegisterUsage) make the retry warnings say where the calls go and how much time is left.
     """
     schedule = delays if delays is not None else backoff_delays()
     deadline = clock() + timeout
+    log = _AttemptLog(operation, clock, endpoint, budget_name or _budget_name(operation))
     attempt = 0
     last: Retryable | None = None
     while True:
         if stop.is_set():
             raise RegistrationInterrupted(f"shutdown requested before {operation} finished")
-        attempt += 1
         started = clock()
         try:
             response = call()
         except Exception as error:  # noqa: BLE001  (classify decides; unknown answers are retried)
             outcome = classify(error, operation)
+            sent = request_was_sent(error)
         else:
-            _log_attempt(operation, attempt, "success", started, clock)
+            attempt += 1
+            log.attempt(attempt, "success", started)
             return response
         if isinstance(outcome, EntitlementError):
-            _log_attempt(operation, attempt, "refused", started, clock, code=_code_of(outcome))
+            if sent:
+                attempt += 1
+                log.attempt(attempt, "refused", started, code=_code_of(outcome))
             raise outcome
+        attempt += 1
         last = outcome
         remaining = deadline - clock()
         if remaining <= 0:
-            _log_attempt(operation, attempt, "retryable", started, clock, code=outcome.code)
+            log.attempt(attempt, "retryable", started, failure=outcome)
             break
         # The last wait is cut to the deadline, and one last attempt is made there.
         wait = min(next(schedule), remaining)
-        _log_attempt(
-            operation, attempt, "retryable", started, clock, code=outcome.code, next_wait=wait
+        log.attempt(
+            attempt, "retryable", started, failure=outcome, next_wait=wait, left=remaining - wait
         )
         if stop.wait(wait):
             raise RegistrationInterrupted(f"shutdown requested while waiting to retry {operation}")
+    where = f" at {endpoint}" if endpoint else ""
     raise ServiceUnavailableError(
-        f"{operation} kept failing for {timeout:g}s ({attempt} attempts; last: {last.code}: "
-        f"{last.message})",
+        f"{operation} kept failing{where} for {format_duration(timeout)} ({attempt} attempts; "
+        f"last: {last.code}: {last.message})",
         aws_error_code=last.code,
         attempts=attempt,
         hint="the Metering Service was throttling or unreachable for the whole "
@@ -255,33 +303,69 @@ def _code_of(error: EntitlementError) -> str:
     return str(getattr(error, "aws_error_code", None) or type(error).__name__)
 
 
-def _log_attempt(
-    operation: str,
-    attempt: int,
-    outcome: str,
-    started: float,
-    clock: Callable[[], float],
-    *,
-    code: str | None = None,
-    next_wait: float | None = None,
-) -> None:
-    level = logging.INFO if outcome == "success" else logging.WARNING
-    fields: dict[str, Any] = {
-        "event": f"{_event_prefix(operation)}.attempt",
-        "attempt": attempt,
-        "outcome": outcome,
-        "duration_ms": round((clock() - started) * 1000, 1),
-    }
-    if code is not None:
-        fields["error_code"] = code
-    if next_wait is not None:
-        fields["next_attempt_in_s"] = round(next_wait, 3)
-    text = f"{operation} attempt {attempt}: {outcome}"
-    if code:
-        text += f" ({code})"
-    if next_wait is not None:
-        text += f", retrying in {next_wait:.2f}s"
-    logger.log(level, text, extra=fields)
+def _budget_name(operation: str) -> str:
+    return _env.REGISTER_TIMEOUT if operation == "RegisterUsage" else "the retry budget"
+
+
+def format_duration(seconds: float) -> str:
+    """``1671.2`` -> ``27m51s``; ``4.1`` -> ``4.1s``: a duration as the settings spell them."""
+    if seconds < 60:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{value}{unit}" for value, unit in parts if value)
+
+
+@dataclass(frozen=True)
+class _AttemptLog:
+    """One log event per attempt of one call: what happened, where, and how much time is left."""
+
+    operation: str
+    clock: Callable[[], float]
+    endpoint: str | None
+    budget_name: str
+
+    def attempt(
+        self,
+        number: int,
+        outcome: str,
+        started: float,
+        *,
+        code: str | None = None,
+        failure: Retryable | None = None,
+        next_wait: float | None = None,
+        left: float | None = None,
+    ) -> None:
+        level = logging.INFO if outcome == "success" else logging.WARNING
+        code = code or (failure.code if failure else None)
+        fields: dict[str, Any] = {
+            "event": f"{_event_prefix(self.operation)}.attempt",
+            "attempt": number,
+            "outcome": outcome,
+            "duration_ms": round((self.clock() - started) * 1000, 1),
+        }
+        if self.endpoint:
+            fields["endpoint"] = self.endpoint
+        if code is not None:
+            fields["error_code"] = code
+        text = f"{self.operation} attempt {number}: {outcome}"
+        if failure is not None:
+            text = f"{self.operation} attempt {number}: {failure.code}: {failure.message}"
+            if self.endpoint and self.endpoint not in failure.message:
+                text += f" (endpoint {self.endpoint})"
+        elif code:
+            text += f" ({code})"
+        if next_wait is not None:
+            fields["next_attempt_in_s"] = round(next_wait, 3)
+            text += f"; retrying in {format_duration(next_wait)}"
+        if left is not None:
+            fields["budget_left_s"] = round(left, 1)
+            text += f", {format_duration(left)} of {self.budget_name} left"
+        elif outcome == "retryable":
+            text += f"; {self.budget_name} used up"
+        logger.log(level, text, extra=fields)
 
 
 def _event_prefix(operation: str) -> str:

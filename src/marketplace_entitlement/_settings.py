@@ -2,12 +2,15 @@
 
 Nothing else in the package reads ``os.environ`` for a ``MARKETPLACE_*`` variable: the option table
 ``OPTIONS`` below is the single description of every setting (its variable, CLI flag, default and
-help), used to build ``Settings``, the CLI and the README table test.
+help), used to build ``Settings``, the CLI, the unknown-variable warning and the documentation's
+table test.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,9 +34,13 @@ from marketplace_entitlement.entitlement._rsa import RsaPublicKey
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Level names Python's logging also accepts, spelled as the variable may be.
+LOG_LEVEL_ALIASES = {"warn": "warning"}
 FAILURE_POLICIES = ("keep-running", "stop")
 
 Parser = Callable[[str, str], Any]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,11 @@ def _choice(choices: tuple[str, ...]) -> Parser:
     return parse
 
 
+def _log_level(value: str, variable: str) -> str:
+    lowered = value.strip().lower()
+    return parse_choice(LOG_LEVEL_ALIASES.get(lowered, lowered), variable, LOG_LEVELS)
+
+
 def _optional_path(value: str, variable: str) -> Path | None:
     return Path(value) if value.strip() else None
 
@@ -86,8 +98,8 @@ OPTIONS: tuple[Option, ...] = (
            "period of background re-registration; `0` turns it off"),
     Option("log_format", _env.LOG_FORMAT, _choice(LOG_FORMATS), "json", "json",
            "`json` (one object per line) or `text`"),
-    Option("log_level", _env.LOG_LEVEL, _choice(LOG_LEVELS), "info", "info",
-           "`debug`, `info`, `warning`, `error`"),
+    Option("log_level", _env.LOG_LEVEL, _log_level, "info", "info",
+           "`debug`, `info`, `warning` (or `warn`), `error`"),
     Option("status_file", _env.STATUS_FILE, _optional_path, None, "none",
            "where the current entitlement state is kept, atomically, as JSON"),
     Option("reregister_failure_policy", _env.REREGISTER_FAILURE_POLICY,
@@ -173,6 +185,58 @@ def resolve_option(name: str, explicit: Any, environ: Mapping[str, str]) -> Any:
     return _resolve(OPTIONS_BY_NAME[name], explicit, environ)
 
 
+# Variables of this prefix belong to `marketplace-entitlement emulator`, which checks its own.
+_EMULATOR_PREFIX = _env.PREFIX + "EMULATOR_"
+_warned_unknown: set[str] = set()  # each unknown variable is warned about once per process
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``MARKETPLACE_*`` variable the package reads: the settings table and ``_env``'s names."""
+    named = {
+        value
+        for name, value in vars(_env).items()
+        if name.isupper() and isinstance(value, str) and value.startswith(_env.PREFIX)
+    }
+    return frozenset(named - {_env.PREFIX} | {option.variable for option in OPTIONS})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The ``MARKETPLACE_*`` variables in ``environ`` this package does not read, sorted.
+
+    Each comes with the closest known name, or None when nothing is close.
+    """
+    known = known_variables()
+    return [
+        (name, _closest(name, known))
+        for name in sorted(environ)
+        if name.startswith(_env.PREFIX)
+        and name not in known
+        and not name.startswith(_EMULATOR_PREFIX)
+    ]
+
+
+def _closest(name: str, known: frozenset[str]) -> str | None:
+    """The known name most like ``name``, compared without the shared prefix (None if none is)."""
+    suffixes = {variable.removeprefix(_env.PREFIX): variable for variable in known}
+    matches = difflib.get_close_matches(name.removeprefix(_env.PREFIX), suffixes, n=1, cutoff=0.6)
+    return suffixes[matches[0]] if matches else None
+
+
+def warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Log one warning per unknown ``MARKETPLACE_*`` variable (a misspelt one is otherwise ignored)."""
+    for name, closest in unknown_variables(environ):
+        if name in _warned_unknown:
+            continue
+        _warned_unknown.add(name)
+        suggestion = f"; did you mean {closest}?" if closest else ""
+        logger.warning(
+            "%s is set but marketplace-entitlement does not read it%s",
+            name,
+            suggestion,
+            extra={"event": "settings.unknown_variable", "variable": name, "closest": closest},
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
     """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
 
@@ -181,6 +245,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
     may also be given explicitly. Raises ConfigurationError naming the variable at fault.
     """
     env = os.environ if environ is None else environ
+    warn_unknown_variables(env)
     unknown = set(explicit) - set(OPTIONS_BY_NAME) - {"region"}
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-from marketplace_entitlement._client import LazyClient, MeteringClient
+from marketplace_entitlement._client import LazyClient, MeteringClient, endpoint_url
 from marketplace_entitlement._errors import EntitlementError
 from marketplace_entitlement._retry import (
     IncompleteResponseError,
@@ -88,7 +88,7 @@ class Gate:
     def check(
         self, stop: threading.Event | None = None, *, timeout: float | None = None
     ) -> Entitlement:
-        """Register with a fresh nonce (retrying as ``_register`` decides), verify, return or raise.
+        """Register with a fresh nonce (retrying by the shared retry policy), verify, return or raise.
 
         ``timeout`` overrides the retry budget (default: the register timeout setting).
         """
@@ -111,7 +111,11 @@ class Gate:
 
         budget = settings.register_timeout if timeout is None else timeout
         response = call_with_retries(
-            call, timeout=budget, stop=stop_event, delays=self._retry_delays()
+            call,
+            timeout=budget,
+            stop=stop_event,
+            delays=self._retry_delays(),
+            endpoint=endpoint_url(client),
         )
         return self._verify(response, nonce)
 
@@ -206,7 +210,7 @@ def require_entitlement(
 ) -> Entitlement:
     """Like ``check_entitlement``, but on refusal log one actionable line and exit the process.
 
-    The exit code is the one CONTRACT.md assigns to the failure (65, 69, 77 or 78).
+    The exit code is the documented one for the failure (65, 69, 77 or 78; see docs/exit-codes.md).
     """
     try:
         return check_entitlement(client=client, environ=environ, **overrides)
