@@ -19,10 +19,14 @@ if TYPE_CHECKING:
 
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_MARKETPLACE_METERING"
 DEFAULT_REGION = "us-east-1"
+# The product code metering_env sets: entitled while the emulator has no products configured (its
+# default: every well-formed code is entitled), or once a test sets it to "entitled".
+DEFAULT_PRODUCT_CODE = "prod-emulator-test"
 DUMMY_ACCESS_KEY_ID = "AKIDEMULATOR"
 DUMMY_SECRET_ACCESS_KEY = "emulator-secret"  # noqa: S105  (a dummy the emulator accepts)
 
 __all__ = [
+    "DEFAULT_PRODUCT_CODE",
     "DEFAULT_REGION",
     "DUMMY_ACCESS_KEY_ID",
     "DUMMY_SECRET_ACCESS_KEY",
@@ -57,9 +61,11 @@ def metering_emulator(metering_emulator_private_key: bytes) -> Iterator[Emulator
 def metering_env(metering_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point botocore and the gate at ``metering_emulator`` through the environment.
 
-    Sets the endpoint override, dummy credentials, the region (the emulator's, else us-east-1)
-    and ``MARKETPLACE_PUBLIC_KEY_FILE``; removes profile and session-token variables that would
-    take precedence. Returns the variables it set (merge them into a subprocess's environment).
+    Sets the endpoint override, dummy credentials, the region (the emulator's, else us-east-1),
+    ``MARKETPLACE_PUBLIC_KEY_FILE`` and ``MARKETPLACE_PRODUCT_CODE`` (``DEFAULT_PRODUCT_CODE``,
+    which the emulator entitles unless a test configures products of its own); removes profile
+    and session-token variables that would take precedence. Returns the variables it set (merge
+    them into a subprocess's environment).
     """
     region = metering_emulator.region or DEFAULT_REGION
     values = {
@@ -70,6 +76,7 @@ def metering_env(metering_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -
         _env.AWS_DEFAULT_REGION: region,
         "AWS_EC2_METADATA_DISABLED": "true",
         _env.PUBLIC_KEY_FILE: str(metering_emulator.public_key_file),
+        _env.PRODUCT_CODE: DEFAULT_PRODUCT_CODE,
     }
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)

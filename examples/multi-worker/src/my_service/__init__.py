@@ -1,0 +1,1 @@
+"""An example paid container product: a WSGI app served by several gunicorn workers."""

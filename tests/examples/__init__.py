@@ -1,0 +1,1 @@
+"""Tests of the seller-facing examples in examples/."""
