@@ -1,19 +1,15 @@
 """The deploy examples (Dockerfile.example, entrypoint/) agree with the package, without Docker.
 
 Nothing here can build an image or reach AWS, so every file is parsed and cross-checked: the
-Dockerfile line by line, the entrypoint script by running it under ``sh`` with a fake
-``marketplace-entitlement`` first on PATH, the ECS task definition and IAM policies as JSON, and the
-Kubernetes manifests with PyYAML.
+Dockerfile line by line, the ECS task definition and IAM policies as JSON, and the Kubernetes
+manifests with PyYAML. test_deploy_linters.py runs the linters and validators of each format.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,14 +21,22 @@ from marketplace_entitlement import _env
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT_DIR = ROOT / "entrypoint"
-SCRIPT = ENTRYPOINT_DIR / "entrypoint.sh"
 DOCKERFILE = ROOT / "Dockerfile.example"
 ECS_TASK_DEFINITION = ENTRYPOINT_DIR / "ecs-task-definition.json"
 KUBERNETES = ENTRYPOINT_DIR / "kubernetes"
 IAM_POLICY = ENTRYPOINT_DIR / "iam-policy.json"
 TRUST_ECS = ENTRYPOINT_DIR / "iam-trust-policy-ecs.json"
 TRUST_IRSA = ENTRYPOINT_DIR / "iam-trust-policy-irsa.json"
-DEPLOY_DOC = ROOT / "README.md"  # its deploy sections
+DEPLOY_DOCS = [
+    ROOT / "docs" / "image.md",
+    ROOT / "docs" / "deploy-ecs.md",
+    ROOT / "docs" / "deploy-eks.md",
+]
+# The shape of a seller's project the Dockerfile is copied into (examples/multi-worker is one).
+SELLER_PROJECT = ROOT / "examples" / "multi-worker"
+SELLERS_OWN_FILES = {"wheels/", "public-key.pem"}  # what the seller adds next to the Dockerfile
+# The registry AWS Marketplace serves container products from (the seller's repository in it).
+MARKETPLACE_REGISTRY = "709825985650.dkr.ecr.us-east-1.amazonaws.com/"
 
 PROBE = ["marketplace-entitlement", "probe"]
 DEFAULT_KEY_PATH = "/etc/marketplace/public-key.pem"
@@ -256,37 +260,42 @@ def test_dockerfile_builds_from_python_slim(image: list[Instruction]) -> None:
     assert image[0].arguments.split()[0] == "python:3.12-slim"
 
 
-def test_dockerfile_entrypoint_is_exec_form_naming_the_copied_script(
-    image: list[Instruction],
-) -> None:
-    """ENTRYPOINT is a JSON array (no shell wrapper) whose program is where the script is COPYed."""
+def test_dockerfile_has_one_exec_form_entrypoint_the_gate_itself(image: list[Instruction]) -> None:
+    """Exactly one ENTRYPOINT, a JSON array that runs the installed console script's ``run --``."""
     entrypoint = json.loads(only(image, "ENTRYPOINT").arguments)
-    assert isinstance(entrypoint, list)
-    assert entrypoint == [entrypoint[0]]
-    script_copies = [
-        copied_to(source, destination)
-        for sources, destination in copies(image)
-        for source in sources
-        if source == "entrypoint/entrypoint.sh"
-    ]
-    assert script_copies == [entrypoint[0]]
+    assert entrypoint == ["marketplace-entitlement", "run", "--"]
 
 
-def test_dockerfile_copies_only_files_that_exist_besides_the_sellers_key(
+def test_dockerfile_copies_the_shape_of_a_sellers_project(image: list[Instruction]) -> None:
+    """Every COPY source is in a seller's project or is one of the two files the seller adds.
+
+    examples/multi-worker is such a project; the seller adds the wheel directory and the key.
+    Nothing is copied from this repository.
+    """
+    sources = [source for sources, _ in copies(image) for source in sources]
+    assert set(sources) >= SELLERS_OWN_FILES
+    assert "src/" in sources
+    missing = [source for source in sources if not (SELLER_PROJECT / source).exists()]
+    assert sorted(missing) == sorted(SELLERS_OWN_FILES)
+
+
+def test_dockerfile_installs_the_package_from_the_wheel_and_the_app_as_the_sellers(
     image: list[Instruction],
 ) -> None:
-    """Every build-context source of a COPY is in the repository, except the seller's own key."""
-    sources = [source for sources, _ in copies(image) for source in sources]
-    assert "entrypoint/entrypoint.sh" in sources
-    missing = [source for source in sources if not (ROOT / source).exists()]
-    assert missing == ["public-key.pem"]
+    """The image installs the marketplace-entitlement wheel by its file name, then the project itself."""
+    runs = [i.arguments for i in image if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert len(runs) == 2
+    assert "/tmp/wheels/marketplace_entitlement-*.whl" in runs[0]
+    assert re.search(r"pip install --no-cache-dir \.(\s|$)", runs[1])
 
 
-def test_entrypoint_script_is_executable_in_the_repository() -> None:
-    """The script COPY takes into the image carries the executable bit (COPY keeps the mode)."""
-    assert SCRIPT.is_file()
-    assert os.access(SCRIPT, os.X_OK)
-    assert SCRIPT.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+def test_dockerfile_cmd_names_the_example_application(image: list[Instruction]) -> None:
+    """The example CMD runs the multi-worker example's gunicorn config and app, which exist."""
+    command = json.loads(only(image, "CMD").arguments)
+    assert command[0] == "gunicorn"
+    config = command[command.index("--config") + 1].removeprefix("python:")
+    for module in (config, command[-1].partition(":")[0]):
+        assert (SELLER_PROJECT / "src" / (module.replace(".", "/") + ".py")).is_file(), module
 
 
 def test_dockerfile_cmd_is_exec_form(image: list[Instruction]) -> None:
@@ -337,10 +346,7 @@ def test_dockerfile_switches_to_a_numeric_non_root_user_before_entrypoint(
 def test_dockerfile_places_the_public_key_where_the_variable_points(
     image: list[Instruction],
 ) -> None:
-    """The image's MARKETPLACE_PUBLIC_KEY_FILE is exactly where the key file is COPYed.
-
-    That path is also the default the entrypoint script falls back to.
-    """
+    """The image's MARKETPLACE_PUBLIC_KEY_FILE is exactly where the key file is COPYed."""
     environment = dockerfile_env(image)
     key_file = environment[_env.PUBLIC_KEY_FILE]
     destinations = [
@@ -351,7 +357,6 @@ def test_dockerfile_places_the_public_key_where_the_variable_points(
     ]
     assert destinations == [key_file]
     assert key_file == DEFAULT_KEY_PATH
-    assert DEFAULT_KEY_PATH in SCRIPT.read_text(encoding="utf-8")
 
 
 def test_dockerfile_sets_a_product_code_placeholder_and_a_status_file(
@@ -380,157 +385,6 @@ def test_dockerfile_status_directory_belongs_to_the_runtime_user(image: list[Ins
 def test_dockerfile_stop_signal_is_sigterm(image: list[Instruction]) -> None:
     """STOPSIGNAL is SIGTERM, the signal the supervisor forwards after the term delay."""
     assert only(image, "STOPSIGNAL").arguments == "SIGTERM"
-
-
-# --- entrypoint/entrypoint.sh --------------------------------------------------------------------
-
-FAKE_GATE = """#!/bin/sh
-# Stands in for marketplace-entitlement: records its pid, the key file variable and its argv.
-{
-    printf '%s\\n' "$$"
-    printf '%s\\n' "${MARKETPLACE_PUBLIC_KEY_FILE-<unset>}"
-    for argument in "$@"; do
-        printf '%s\\0' "$argument"
-    done
-} > "$FAKE_GATE_OUTPUT"
-exit "${FAKE_GATE_EXIT:-0}"
-"""
-
-
-@dataclass(frozen=True)
-class GateCall:
-    """What the fake ``marketplace-entitlement`` saw when the entrypoint exec'd it."""
-
-    pid: int
-    key_file: str
-    argv: list[str]
-
-
-def _launchers() -> list[list[str]]:
-    """Ways to run the script: its own shebang, ``sh``, and other POSIX shells found here."""
-    launchers: list[list[str]] = [[], ["sh"]]
-    if shutil.which("dash"):
-        launchers.append(["dash"])
-    if shutil.which("bash"):
-        launchers.append(["bash", "--posix"])
-    if shutil.which("busybox"):
-        launchers.append(["busybox", "sh"])
-    return launchers
-
-
-LAUNCHERS = _launchers()
-
-
-@pytest.fixture
-def fake_gate(tmp_path: Path) -> dict[str, str]:
-    """An environment whose PATH finds a fake ``marketplace-entitlement`` first."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "marketplace-entitlement"
-    fake.write_text(FAKE_GATE, encoding="utf-8")
-    fake.chmod(0o755)
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith(_env.PREFIX)
-    }
-    environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '/usr/bin:/bin')}"
-    environment["FAKE_GATE_OUTPUT"] = str(tmp_path / "gate-call")
-    return environment
-
-
-def run_entrypoint(
-    launcher: list[str], arguments: list[str], environment: dict[str, str]
-) -> tuple[subprocess.CompletedProcess[str], int, GateCall | None]:
-    """Run the script; return its result, its pid, and what the fake gate recorded (if called)."""
-    output = Path(environment["FAKE_GATE_OUTPUT"])
-    output.unlink(missing_ok=True)
-    with subprocess.Popen(
-        [*launcher, str(SCRIPT), *arguments],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        stdout, stderr = process.communicate(timeout=30)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    if not output.exists():
-        return result, process.pid, None
-    pid, key_file, argv = output.read_bytes().split(b"\n", 2)
-    call = GateCall(
-        pid=int(pid),
-        key_file=key_file.decode(),
-        argv=[argument.decode() for argument in argv.split(b"\0")[:-1]],
-    )
-    return result, process.pid, call
-
-
-def test_entrypoint_script_passes_sh_syntax_check() -> None:
-    """``sh -n`` accepts the script."""
-    result = subprocess.run(["sh", "-n", str(SCRIPT)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-
-
-@pytest.mark.parametrize(
-    "launcher", LAUNCHERS, ids=lambda launcher: " ".join(launcher) or "shebang"
-)
-def test_entrypoint_execs_run_with_the_arguments_verbatim(
-    launcher: list[str], fake_gate: dict[str, str]
-) -> None:
-    """The script execs ``marketplace-entitlement run -- ARGS`` with every argument unchanged.
-
-    Spaces, quotes, globs, empty strings, a leading dash and a newline all pass through. ``exec``
-    replaces the shell: the gate runs with the script's own pid, and the script's exit status is
-    the gate's.
-    """
-    arguments = ["my app", "--flag=a b", "", "*", "-x", "it's", "$HOME", "line\nbreak"]
-    result, pid, call = run_entrypoint(launcher, arguments, {**fake_gate, "FAKE_GATE_EXIT": "42"})
-    assert call is not None, result.stderr
-    assert call.argv == ["run", "--", *arguments]
-    assert call.pid == pid
-    assert result.returncode == 42
-    assert result.stdout == ""
-
-
-@pytest.mark.parametrize(
-    "launcher", LAUNCHERS, ids=lambda launcher: " ".join(launcher) or "shebang"
-)
-def test_entrypoint_without_arguments_is_a_usage_error(
-    launcher: list[str], fake_gate: dict[str, str]
-) -> None:
-    """With no command the script exits 64 with a usage message on stderr, starting nothing."""
-    result, _, call = run_entrypoint(launcher, [], fake_gate)
-    assert result.returncode == 64
-    assert "usage" in result.stderr
-    assert result.stdout == ""
-    assert call is None
-
-
-def test_entrypoint_keeps_an_explicit_key_file(fake_gate: dict[str, str]) -> None:
-    """A MARKETPLACE_PUBLIC_KEY_FILE set by the deployer reaches the gate unchanged."""
-    environment = {**fake_gate, _env.PUBLIC_KEY_FILE: "/mnt/keys/product key.pem"}
-    _, _, call = run_entrypoint(["sh"], ["app"], environment)
-    assert call is not None
-    assert call.key_file == "/mnt/keys/product key.pem"
-
-
-def test_entrypoint_adds_no_key_file_when_an_inline_key_is_set(fake_gate: dict[str, str]) -> None:
-    """With MARKETPLACE_PUBLIC_KEY set, the script does not add a key file beside it."""
-    environment = {**fake_gate, _env.PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----"}
-    _, _, call = run_entrypoint(["sh"], ["app"], environment)
-    assert call is not None
-    assert call.key_file == "<unset>"
-
-
-def test_entrypoint_defaults_the_key_file_only_if_the_baked_key_exists(
-    fake_gate: dict[str, str],
-) -> None:
-    """With no key configured, the gate gets the baked-in key path exactly when that file exists.
-
-    On a test machine the file normally does not exist, and the variable stays unset.
-    """
-    _, _, call = run_entrypoint(["sh"], ["app"], fake_gate)
-    assert call is not None
-    expected = DEFAULT_KEY_PATH if Path(DEFAULT_KEY_PATH).is_file() else "<unset>"
-    assert call.key_file == expected
 
 
 # --- entrypoint/ecs-task-definition.json ---------------------------------------------------------
@@ -725,11 +579,12 @@ def test_iam_policy_grants_only_register_usage() -> None:
 
 
 def test_docs_offer_meter_usage_as_a_separate_statement() -> None:
-    """The README shows the statement to add for custom metering, as valid JSON.
+    """The deploy docs show the statement to add for custom metering, as valid JSON.
 
     That statement allows ``aws-marketplace:MeterUsage`` alone.
     """
-    blocks = re.findall(r"```json\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.DOTALL)
+    text = "".join(path.read_text(encoding="utf-8") for path in DEPLOY_DOCS)
+    blocks = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
     metering = [json.loads(block) for block in blocks if "MeterUsage" in block]
     assert len(metering) == 1
     statement = metering[0]
@@ -779,7 +634,7 @@ def test_irsa_trust_policy_is_scoped_to_the_service_account() -> None:
 def deploy_files() -> list[Path]:
     """Every file that goes to sellers as an example (this test module excluded)."""
     files = [path for path in sorted(ENTRYPOINT_DIR.rglob("*")) if path.is_file()]
-    return [*files, DOCKERFILE, DEPLOY_DOC]
+    return [*files, DOCKERFILE, *DEPLOY_DOCS]
 
 
 def test_no_example_contains_the_jwt_io_demo_key() -> None:
@@ -796,9 +651,17 @@ def test_no_example_contains_the_jwt_io_demo_key() -> None:
 
 
 def test_deploy_doc_refers_only_to_files_that_exist() -> None:
-    """Every repository path the README names in backticks exists."""
-    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    """Every repository path the deploy docs name in backticks exists."""
+    text = "".join(path.read_text(encoding="utf-8") for path in DEPLOY_DOCS)
     named = set(re.findall(r"`((?:entrypoint/|Dockerfile\.example)[^`\s]*)`", text))
-    assert "Dockerfile.example" in named
-    assert "entrypoint/entrypoint.sh" in named
+    assert "entrypoint/ecs-task-definition.json" in named
+    assert "entrypoint/kubernetes/deployment.yaml" in named
     assert [path for path in sorted(named) if not (ROOT / path).exists()] == []
+
+
+def test_images_are_named_in_the_marketplace_registry() -> None:
+    """The buyer deploys the image from AWS Marketplace's registry, so the placeholders name it."""
+    images = [ecs_container()["image"], pod_container()["image"]]
+    for image in images:
+        assert image.startswith(MARKETPLACE_REGISTRY), image
+        assert re.fullmatch(r"[^/]+/<SELLER>/<REPOSITORY>:<TAG>", image), image
