@@ -1,0 +1,185 @@
+"""The release artifacts: built, checked, licensed, and working when installed somewhere clean.
+
+``python -m build`` makes the sdist and, from it, the wheel (``--no-isolation``: the test extra
+installs the build backend, so no network is needed for the build itself); ``twine check`` reads
+their metadata as PyPI would; both must carry LICENSE. The wheel is then installed into a new
+virtual environment that cannot see the source tree, and the emulator and ``check`` are run from
+that environment's own console script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from marketplace_entitlement._version import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+LICENSE_TEXT = (ROOT / "LICENSE").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sdist and the wheel, built once for this module."""
+    outdir = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(outdir), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = outdir.glob("*.whl")
+    (sdist,) = outdir.glob("*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist}
+
+
+def test_build_makes_a_wheel_and_an_sdist_of_this_version(artifacts: dict[str, Path]) -> None:
+    """The artifacts are named for the package's version; the wheel is pure Python."""
+    assert artifacts["wheel"].name == f"marketplace_entitlement-{__version__}-py3-none-any.whl"
+    assert artifacts["sdist"].name == f"marketplace_entitlement-{__version__}.tar.gz"
+
+
+def test_twine_check_passes(artifacts: dict[str, Path]) -> None:
+    """``twine check`` accepts both artifacts (metadata and README rendering)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, artifacts.values())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASSED") == 2
+
+
+def test_both_artifacts_carry_the_license(artifacts: dict[str, Path]) -> None:
+    """LICENSE, the Apache-2.0 text, is in the wheel's dist-info and at the sdist's top."""
+    with zipfile.ZipFile(artifacts["wheel"]) as wheel:
+        names = wheel.namelist()
+        (license_name,) = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+        assert wheel.read(license_name).decode() == LICENSE_TEXT
+        metadata_name = next(name for name in names if name.endswith(".dist-info/METADATA"))
+        metadata = wheel.read(metadata_name).decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "License-File: LICENSE" in metadata
+    with tarfile.open(artifacts["sdist"]) as sdist:
+        member = sdist.extractfile(f"marketplace_entitlement-{__version__}/LICENSE")
+        assert member is not None
+        assert member.read().decode() == LICENSE_TEXT
+
+
+def test_wheel_holds_the_package_and_nothing_of_the_repository(artifacts: dict[str, Path]) -> None:
+    """The wheel has the package (with py.typed) and no tests, docs or examples."""
+    with zipfile.ZipFile(artifacts["wheel"]) as wheel:
+        top = {name.split("/", 1)[0] for name in wheel.namelist()}
+        assert "marketplace_entitlement/py.typed" in wheel.namelist()
+    assert top == {"marketplace_entitlement", f"marketplace_entitlement-{__version__}.dist-info"}
+
+
+def clean_environment(home: Path) -> dict[str, str]:
+    """A minimal environment: no PYTHONPATH, no AWS or MARKETPLACE variables of this run."""
+    keep = ("PATH", "LANG", "LC_ALL", "PIP_CERT", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env["HOME"] = os.environ.get("HOME", str(home))  # pip's cache of downloaded dependencies
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtual environment with only the wheel and its runtime dependencies installed."""
+    place = tmp_path_factory.mktemp("clean")
+    environment = place / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(environment)
+    result = subprocess.run(
+        [
+            str(environment / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            str(artifacts["wheel"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=place,
+        env=clean_environment(place),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return environment
+
+
+def test_installed_wheel_is_used_not_the_source_tree(installed: Path, tmp_path: Path) -> None:
+    """The clean environment imports the package from its own site-packages."""
+    result = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import marketplace_entitlement as m; print(m.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+        env=clean_environment(tmp_path),
+    )
+    location = Path(result.stdout.strip())
+    assert location.is_relative_to(installed)
+    assert not location.is_relative_to(ROOT)
+
+
+def test_installed_wheel_checks_against_its_own_emulator(installed: Path, tmp_path: Path) -> None:
+    """From the clean environment: start the emulator, then ``check`` is entitled and verified."""
+    env = clean_environment(tmp_path)
+    command = str(installed / "bin" / "marketplace-entitlement")
+    emulator = subprocess.Popen(
+        [command, "emulator", "--port", "0", "--product-code", "prod-release"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert emulator.stdout is not None
+        ready = json.loads(emulator.stdout.readline())
+        env.update(
+            {
+                "AWS_ENDPOINT_URL_MARKETPLACE_METERING": ready["endpoint"],
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "MARKETPLACE_PRODUCT_CODE": "prod-release",
+                "MARKETPLACE_PUBLIC_KEY_FILE": ready["public_key_file"],
+            }
+        )
+        result = subprocess.run(
+            [command, "check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env=env,
+        )
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    assert result.returncode == 0, result.stderr
+    entitlement = json.loads(result.stdout)
+    assert entitlement["entitled"] is True
+    assert entitlement["verified"] is True
+    assert entitlement["product_code"] == "prod-release"
