@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 import venv
 import zipfile
 from pathlib import Path
@@ -183,3 +187,103 @@ def test_installed_wheel_checks_against_its_own_emulator(installed: Path, tmp_pa
     assert entitlement["entitled"] is True
     assert entitlement["verified"] is True
     assert entitlement["product_code"] == "prod-release"
+
+
+def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path) -> None:
+    """Dockerfile.example's steps without Docker work on a seller's project.
+
+    On top of the wheel, the seller's project (examples/multi-worker, copied elsewhere) is installed
+    as a package of its own, and its server runs under the image's ENTRYPOINT and CMD against the
+    emulator.
+    """
+    project = tmp_path / "seller-project"
+    shutil.copytree(ROOT / "examples" / "multi-worker", project)
+    env = clean_environment(tmp_path)
+    python = str(installed / "bin" / "python")
+    result = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "."],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=project,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = str(installed / "bin" / "marketplace-entitlement")
+    emulator = subprocess.Popen(
+        [command, "emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    server: subprocess.Popen[str] | None = None
+    try:
+        assert emulator.stdout is not None
+        ready = json.loads(emulator.stdout.readline())
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env.update(
+            {
+                "AWS_ENDPOINT_URL_MARKETPLACE_METERING": ready["endpoint"],
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "MARKETPLACE_PRODUCT_CODE": "prod-seller",
+                "MARKETPLACE_PUBLIC_KEY_FILE": ready["public_key_file"],
+                "BIND": f"127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "2",
+            }
+        )
+        # The image's ENTRYPOINT and CMD, with the clean environment's bin/ standing for the image.
+        env["PATH"] = f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        server = subprocess.Popen(
+            [command, "run", "--", *image_cmd()],
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert answer(f"http://127.0.0.1:{port}/").startswith("hello from worker ")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.communicate(timeout=30)
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    assert server.returncode == 0
+
+
+def image_cmd() -> list[str]:
+    """The CMD of Dockerfile.example (a JSON array on one line)."""
+    (line,) = [
+        line
+        for line in (ROOT / "Dockerfile.example").read_text(encoding="utf-8").splitlines()
+        if line.startswith("CMD ")
+    ]
+    command = json.loads(line.removeprefix("CMD "))
+    assert isinstance(command, list)
+    return [str(word) for word in command]
+
+
+def answer(url: str, timeout: float = 60.0) -> str:
+    """The body of the first successful GET of ``url`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = get(url)
+        if body is not None:
+            return body
+        assert time.monotonic() < deadline, f"nothing answered at {url}"
+        time.sleep(0.1)
+
+
+def get(url: str) -> str | None:
+    """The body of a GET of ``url``, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback http)
+            return str(response.read().decode())
+    except OSError:
+        return None
