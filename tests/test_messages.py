@@ -8,13 +8,15 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from marketplace_entitlement import _env
 from marketplace_entitlement._errors import ConfigurationError, ServiceUnavailableError
-from marketplace_entitlement._retry import format_duration
+from marketplace_entitlement._retry import call_with_retries, format_duration
 from marketplace_entitlement._settings import (
     OPTIONS,
     known_variables,
@@ -79,6 +81,9 @@ def test_unreachable_endpoint_warnings_name_the_url_and_the_time_left(
     assert url in first
     assert "retrying in 0.2s, " in first
     assert first.endswith(" of MARKETPLACE_REGISTER_TIMEOUT left")
+    assert warnings[-2].endswith(
+        (" left", "the last attempt at the end of MARKETPLACE_REGISTER_TIMEOUT")
+    )
     assert warnings[-1].endswith("MARKETPLACE_REGISTER_TIMEOUT used up")
     assert url in caught.value.refusal_line()
 
@@ -94,6 +99,46 @@ def test_throttling_warnings_name_the_endpoint(
     assert warning.startswith("RegisterUsage attempt 1: ThrottlingException: ")
     assert f"(endpoint {service.endpoint})" in warning
     assert "of MARKETPLACE_REGISTER_TIMEOUT left" in warning
+
+
+def test_the_wait_cut_to_the_deadline_announces_the_last_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With 10 s of budget and waits of 4 s: 6 s left, 2 s left, then the last attempt at the end.
+
+    A fake clock (advanced by each wait) makes the schedule exact; the Event is never set.
+    """
+    from botocore.exceptions import EndpointConnectionError  # noqa: PLC0415
+
+    now = [0.0]
+
+    class AdvancingStop(threading.Event):
+        """An Event whose wait advances the fake clock instead of sleeping."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            now[0] += timeout or 0.0
+            return False
+
+    def unreachable() -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/")
+
+    caplog.set_level(logging.INFO, logger="marketplace_entitlement")
+    with pytest.raises(ServiceUnavailableError):
+        call_with_retries(
+            unreachable,
+            timeout=10,
+            stop=AdvancingStop(),
+            delays=itertools.repeat(4.0),
+            clock=lambda: now[0],
+            endpoint="http://127.0.0.1:9",
+        )
+    warnings = [record.getMessage() for record in caplog.records]
+    assert [w.split("; ", 1)[1] for w in warnings] == [
+        "retrying in 4s, 6s of MARKETPLACE_REGISTER_TIMEOUT left",
+        "retrying in 4s, 2s of MARKETPLACE_REGISTER_TIMEOUT left",
+        "retrying in 2s, the last attempt at the end of MARKETPLACE_REGISTER_TIMEOUT",
+        "MARKETPLACE_REGISTER_TIMEOUT used up",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -362,7 +362,10 @@ class _AttemptLog:
             text += f"; retrying in {format_duration(next_wait)}"
         if left is not None:
             fields["budget_left_s"] = round(left, 1)
-            text += f", {format_duration(left)} of {self.budget_name} left"
+            if left >= 0.05:
+                text += f", {format_duration(left)} of {self.budget_name} left"
+            else:
+                text += f", the last attempt at the end of {self.budget_name}"
         elif outcome == "retryable":
             text += f"; {self.budget_name} used up"
         logger.log(level, text, extra=fields)
