@@ -115,11 +115,14 @@ def documentation_pages() -> list[Path]:
 
 
 def snippet_environment() -> dict[str, str]:
-    """The test run's environment without AWS_* and MARKETPLACE_*, the venv's bin/ first on PATH."""
+    """The test run's environment as a seller's shell would have it, the venv's bin/ first on PATH.
+
+    Without AWS_* and MARKETPLACE_* variables, nor coverage's and pytest's own.
+    """
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("AWS_", "MARKETPLACE_", "COV_CORE_", "PYTEST_"))
+        if not name.startswith(("AWS_", "MARKETPLACE_", "COV_CORE_", "COVERAGE_", "PYTEST_"))
     }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(BIN.parent)
