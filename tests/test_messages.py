@@ -216,3 +216,17 @@ def test_every_setting_and_emulator_variable_is_known() -> None:
     assert unknown_variables({"MARKETPLACE_ZZZ_UNRELATED": "1"}) == [
         ("MARKETPLACE_ZZZ_UNRELATED", None)
     ]
+
+
+def test_partial_credentials_say_what_is_missing_and_send_nothing(
+    service: Emulator, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An access key id without its secret: a configuration error naming the gap, no request."""
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigurationError) as caught:
+        Gate(load_settings(), retry_delays=short_delays).check()
+    assert caught.value.exit_code == 78
+    line = caught.value.refusal_line()
+    assert "missing: AWS_SECRET_ACCESS_KEY" in line
+    assert "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither" in line
+    assert service.requests("RegisterUsage") == []

@@ -39,7 +39,7 @@ def create_metering_client(settings: Settings) -> MeteringClient:
     """
     import botocore.session  # noqa: PLC0415  (deferred: see docstring)
     from botocore.config import Config  # noqa: PLC0415
-    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, PartialCredentialsError  # noqa: PLC0415
 
     try:
         session = botocore.session.get_session()
@@ -64,9 +64,13 @@ def create_metering_client(settings: Settings) -> MeteringClient:
             SERVICE_NAME, region_name=region, config=config
         )
     except (ValueError, BotoCoreError) as error:  # a missing profile, an endpoint that is no URL
+        partial = isinstance(error, PartialCredentialsError)
         raise ConfigurationError(
             f"cannot create the Metering Service client: {error}",
-            hint="check AWS_PROFILE, AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_ENDPOINT_URL "
+            hint="set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (then the ECS "
+            "task role or the EKS IRSA role is used)"
+            if partial
+            else "check AWS_PROFILE, AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_ENDPOINT_URL "
             "and the region",
         ) from error
     return client
