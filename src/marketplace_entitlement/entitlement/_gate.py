@@ -17,15 +17,17 @@ from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from marketplace_entitlement._client import LazyClient, MeteringClient
-from marketplace_entitlement._errors import EntitlementError
+from marketplace_entitlement._errors import ConfigurationError, EntitlementError
 from marketplace_entitlement._retry import (
     IncompleteResponseError,
     backoff_delays,
     call_with_retries,
 )
 from marketplace_entitlement._settings import Settings, load_settings
+from marketplace_entitlement.entitlement._pin import pin_from_code
 from marketplace_entitlement.entitlement._verify import (
     check_claims,
+    prepare_verifier,
     read_unverified_claims,
     verify_signature,
 )
@@ -92,10 +94,23 @@ class Gate:
 
         ``timeout`` overrides the retry budget (default: the register timeout setting).
         """
-        settings = self.settings
         nonce = secrets.token_urlsafe(NONCE_BYTES)
         stop_event = stop or threading.Event()
 
+        # PyJWT and cryptography's verification modules load in a thread while the client is
+        # created and RegisterUsage is in flight (bench/entrypoint.py measures the difference).
+        preparing = threading.Thread(target=prepare_verifier, name="marketplace-verifier-import")
+        preparing.start()
+        try:
+            response = self._register(nonce, stop_event, timeout)
+        finally:
+            preparing.join()  # never left running: a failed gate still waits for the import
+        return self._verify(response, nonce)
+
+    def _register(
+        self, nonce: str, stop_event: threading.Event, timeout: float | None
+    ) -> dict[str, Any]:
+        settings = self.settings
         client = self._client.get()
 
         def call() -> dict[str, Any]:
@@ -110,10 +125,7 @@ class Gate:
             return response
 
         budget = settings.register_timeout if timeout is None else timeout
-        response = call_with_retries(
-            call, timeout=budget, stop=stop_event, delays=self._retry_delays()
-        )
-        return self._verify(response, nonce)
+        return call_with_retries(call, timeout=budget, stop=stop_event, delays=self._retry_delays())
 
     def _verify(self, response: Mapping[str, Any], nonce: str) -> Entitlement:
         settings = self.settings
@@ -121,7 +133,13 @@ class Gate:
         now = time.time()
         sent = {"product_code": settings.product_code, "nonce": nonce}
         version = settings.public_key_version
-        if settings.verify_signature and settings.public_key is not None:
+        if settings.verify_signature:
+            if settings.public_key is None:  # Settings built by hand, not by load_settings
+                raise ConfigurationError(
+                    "no public key to verify the Signature with; refusing (fail closed)",
+                    variable="MARKETPLACE_PUBLIC_KEY_FILE",
+                    hint="configure the product's public key",
+                )
             claims = verify_signature(
                 str(token or ""), settings.public_key, **sent, public_key_version=version, now=now
             )
@@ -181,6 +199,13 @@ def _as_datetime(value: Any) -> datetime | None:
     return None
 
 
+def settings_from_code(environ: Mapping[str, str] | None, overrides: dict[str, Any]) -> Settings:
+    """Settings for the import API: the product code and key given in code are a pin."""
+    remaining = dict(overrides)
+    pin = pin_from_code(remaining)
+    return load_settings(environ, pin=pin, **remaining)
+
+
 def check_entitlement(
     *,
     client: MeteringClient | None = None,
@@ -192,26 +217,40 @@ def check_entitlement(
 
     ``overrides`` are settings by attribute name (``product_code="..."``, ``public_key=pem``,
     ``register_timeout="5m"``); they win over the environment (``environ``, default ``os.environ``).
-    ``client`` injects a botocore ``meteringmarketplace`` client; ``stop`` ends retry waits early.
+    A product code, public key or key version given here is *pinned*: the environment may repeat
+    it but not contradict it (ConfigurationError), and with a key given here verification cannot
+    be turned off. ``client`` injects a botocore ``meteringmarketplace`` client; ``stop`` ends
+    retry waits early.
     """
-    settings = load_settings(environ, **overrides)
-    return Gate(settings, client).check(stop)
+    return Gate(settings_from_code(environ, overrides), client).check(stop)
 
 
 def require_entitlement(
     *,
     client: MeteringClient | None = None,
     environ: Mapping[str, str] | None = None,
+    allow_unverified: bool = False,
     **overrides: Any,
 ) -> Entitlement:
     """Like ``check_entitlement``, but on refusal log one actionable line and exit the process.
 
-    The exit code is the one CONTRACT.md assigns to the failure (65, 69, 77 or 78).
+    The exit code is the one assigned to the failure (65, 69, 77 or 78). An entitlement whose
+    token was not verified (``MARKETPLACE_VERIFY_SIGNATURE=false``) is refused with 78 unless the
+    calling code passes ``allow_unverified=True`` (for local development).
     """
     try:
-        return check_entitlement(client=client, environ=environ, **overrides)
+        entitlement = check_entitlement(client=client, environ=environ, **overrides)
+        if not entitlement.verified and not allow_unverified:
+            raise ConfigurationError(
+                "refused an unverified entitlement: signature verification is off "
+                "(MARKETPLACE_VERIFY_SIGNATURE=false) and the application does not allow it",
+                variable="MARKETPLACE_VERIFY_SIGNATURE",
+                hint="unset MARKETPLACE_VERIFY_SIGNATURE and configure the product's public key; "
+                "for local development the application may pass allow_unverified=True",
+            )
     except EntitlementError as error:
         _exit_refused(error)
+    return entitlement
 
 
 def _exit_refused(error: EntitlementError) -> NoReturn:

@@ -15,8 +15,7 @@ from typing import Any
 
 from marketplace_entitlement._client import MeteringClient
 from marketplace_entitlement._errors import EntitlementError
-from marketplace_entitlement._settings import load_settings
-from marketplace_entitlement.entitlement._gate import Entitlement, Gate
+from marketplace_entitlement.entitlement._gate import Entitlement, Gate, settings_from_code
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def start_reregistration(
     Settings come from ``overrides`` and the environment as for ``check_entitlement``; ``interval``
     defaults to ``MARKETPLACE_REREGISTER_INTERVAL``.
     """
-    settings = load_settings(**overrides)
+    settings = settings_from_code(None, overrides)
     return Reregistration(
         Gate(settings, client), interval=interval, on_success=on_success, on_failure=on_failure
     ).start()
