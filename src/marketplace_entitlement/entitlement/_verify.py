@@ -102,6 +102,11 @@ def _jws() -> PyJWS:
     return jws
 
 
+def verifier_ready() -> bool:
+    """Whether the verifier is built (its modules imported)."""
+    return _jws.cache_info().currsize > 0
+
+
 def prepare_verifier() -> None:
     """Import and build the verifier now (the gate calls it while RegisterUsage is in flight)."""
     _jws()
