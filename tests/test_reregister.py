@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 import pytest
 
 from marketplace_entitlement import (
+    ConfigurationError,
     Entitlement,
     EntitlementError,
     Reregistration,
@@ -84,10 +85,11 @@ def test_waits_are_jittered_around_the_interval(aws_env: dict[str, str]) -> None
     assert max(waits) - min(waits) > 10
 
 
-def test_interval_must_not_be_negative(aws_env: dict[str, str]) -> None:
-    """A negative interval is a programming error."""
-    with pytest.raises(ValueError, match="negative"):
-        Reregistration(Gate(load_settings()), interval=-1)
+@pytest.mark.parametrize("interval", [-1, float("inf"), float("nan"), 10**400, 1e12])
+def test_interval_out_of_range_is_refused(aws_env: dict[str, str], interval: float) -> None:
+    """A negative, infinite, NaN or huge interval is refused, naming the interval variable."""
+    with pytest.raises(ConfigurationError, match="MARKETPLACE_REREGISTER_INTERVAL"):
+        Reregistration(Gate(load_settings()), interval=interval)
 
 
 def test_interval_zero_gives_a_handle_that_does_nothing(

@@ -89,17 +89,20 @@ def _duration_seconds(text: str) -> float | None:
 
 def check_duration(seconds: float, variable: str) -> float:
     """Refuse a duration that is negative, not finite, or longer than ``MAX_DURATION_SECONDS``."""
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds)
-        or not 0 <= seconds <= MAX_DURATION_SECONDS
-    ):
+    number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+    finite = number and (isinstance(seconds, int) or math.isfinite(seconds))
+    if not finite or not 0 <= seconds <= MAX_DURATION_SECONDS:
         raise ConfigurationError(
-            f"{variable}={str(seconds)[:80]} is out of range: a duration must be between 0 and "
+            f"{variable}={_shorten(seconds)} is out of range: a duration must be between 0 and "
             f"{MAX_DURATION_SECONDS:.0f}s (31 days)", variable=variable,
         )  # fmt: skip
     return float(seconds)
+
+
+def _shorten(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"  # str() of it may exceed int limits
+    return str(value)[:80]
 
 
 def parse_positive_int(value: str, variable: str) -> int:

@@ -36,6 +36,43 @@ from marketplace_entitlement.entitlement._verify import (
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 24  # 32 URL-safe characters, well inside the 255 the API allows
+# The last attempt, made at the deadline, still gets this long: the bound is budget + 1 s.
+MIN_ATTEMPT_SECONDS = 1.0
+
+
+class AttemptTimeoutError(Exception):
+    """One RegisterUsage attempt outlived the registration's deadline (a stalled or trickled answer).
+
+    The retry policy treats it like any network failure: retryable within the budget.
+    """
+
+
+def call_within(call: Callable[[], dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Run ``call`` in a daemon thread and wait at most ``seconds`` for its result.
+
+    On time-out the attempt is abandoned (its thread ends when botocore's own timeouts or the
+    server end it; its answer is ignored) and AttemptTimeoutError is raised.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def attempt() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as error:  # noqa: BLE001  (handed to the waiting thread, raised there)
+            outcome.append((False, error))
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name="marketplace-register-attempt", daemon=True).start()
+    if not done.wait(seconds):
+        raise AttemptTimeoutError(
+            f"RegisterUsage did not complete within {seconds:.1f}s (a stalled or trickled answer)"
+        )
+    succeeded, value = outcome[0]
+    if succeeded:
+        return value  # type: ignore[no-any-return]
+    raise value
 
 
 @dataclass(frozen=True)
@@ -125,9 +162,16 @@ class Gate:
         if not verifier_ready():
             preparing = threading.Thread(target=prepare_verifier, name="marketplace-verifier")
             preparing.start()
+        deadline = time.monotonic() + budget
+
+        def bounded_call() -> dict[str, Any]:
+            # The budget bounds the whole registration on the wall clock: botocore's read timeout
+            # is per socket read, so an answer trickled a byte at a time would never end it.
+            return call_within(call, max(deadline - time.monotonic(), MIN_ATTEMPT_SECONDS))
+
         try:
             return call_with_retries(
-                call, timeout=budget, stop=stop_event, delays=self._retry_delays()
+                bounded_call, timeout=budget, stop=stop_event, delays=self._retry_delays()
             )
         finally:
             if preparing is not None:
