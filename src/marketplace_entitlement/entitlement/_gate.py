@@ -244,8 +244,11 @@ def _as_datetime(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)):
-        return _utc(float(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return _utc(float(value))
+        except (OverflowError, ValueError, OSError):  # NaN, infinity, beyond year 9999
+            return None
     return None
 
 
