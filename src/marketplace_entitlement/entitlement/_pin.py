@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,3 +308,50 @@ def enforce(
                 f"{variable}: it names another public key than the pinned one", variable, pin
             )
     return pin.public_key
+
+
+# -- the `pin` command ----------------------------------------------------------------------------
+
+
+def add_pin_command(commands: Any) -> None:
+    """Add ``pin`` to the CLI's subcommands (``commands`` is argparse's subparsers action)."""
+    pin = commands.add_parser(
+        "pin",
+        help="at image build time: pin the product code and public key into the image",
+        description="Write the seller's pin file (product code, public key, optionally its "
+        "version) to pin.json in the installed package directory. At runtime `run`, `check` and "
+        "the import API then refuse environment variables and options that contradict it, and "
+        "refuse to turn verification off. Run it in the Dockerfile after installing the package.",
+    )
+    pin.add_argument("--product-code", required=True, help="the listing's product code")
+    pin.add_argument(
+        "--public-key-file", required=True, help="PEM file of the product's public key from AWS"
+    )
+    pin.add_argument(
+        "--public-key-version",
+        default=None,
+        help="pin the PublicKeyVersion too (default: not pinned; the variable may choose it)",
+    )
+    pin.add_argument(
+        "--output",
+        default=None,
+        help=f"write here instead (to copy into an image later); default {pin_file_path()}",
+    )
+
+
+def run_pin_command(namespace: Any) -> int:
+    """``marketplace-entitlement pin``: check and write the pin file; print where it went."""
+    version = namespace.public_key_version
+    pem = read_bounded_file(namespace.public_key_file, "--public-key-file", MAX_PIN_BYTES)
+    path = write_pin_file(
+        Path(namespace.output) if namespace.output else pin_file_path(),
+        product_code=namespace.product_code,
+        public_key_pem=pem,
+        public_key_version=None
+        if version is None
+        else parse_positive_int(version, "--public-key-version"),
+    )
+    sys.stdout.write(
+        f"marketplace-entitlement: pinned {namespace.product_code} and its key in {path}\n"
+    )
+    return 0
