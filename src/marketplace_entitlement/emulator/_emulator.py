@@ -102,7 +102,9 @@ class Emulator:
             service=MeteringService(self._state),
             faults=FaultTable(),
             limiter=RateLimiter(self._initial_rate_limits),
-            credentials=None if credentials is None else dict(credentials),
+            # Kept as given (not copied): a live mapping can name credentials issued later, as
+            # an STS stand-in issues them (tests/test_credentials.py).
+            credentials=credentials,
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
