@@ -29,6 +29,7 @@ from marketplace_entitlement import _env
 from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement._parsers import (
     load_public_key_pem,
+    parse_bool,
     parse_positive_int,
     parse_product_code,
     read_bounded_file,
@@ -194,15 +195,17 @@ def pin_from_code(overrides: dict[str, Any]) -> Pin | None:
     elif "public_key_file" in given:
         key = read_public_key_file(str(given["public_key_file"]), "public_key_file (in code)")
     verify = overrides.get("verify_signature")
-    if key is not None and verify is not None and verify is not True and str(verify) != "true":
+    if isinstance(verify, str):
+        verify = parse_bool(verify, "verify_signature (in code)")
+    if key is not None and verify is not None and not verify:
         raise ConfigurationError(
             "verify_signature cannot be turned off by code that passes a public key",
             hint="pass allow_unverified=True to require_entitlement for local development "
             "instead, and no key",
         )
     version = given.get("public_key_version")
-    if isinstance(version, str):
-        version = parse_positive_int(version, "public_key_version (in code)")
+    if version is not None:
+        version = parse_positive_int(str(version), "public_key_version (in code)")
     product_code = given.get("product_code")
     return Pin(
         source=source,
