@@ -90,3 +90,18 @@ def test_cli_option_selects_the_rule() -> None:
     assert emulator.entitlement_check == "every-call"
     default = build_emulator(_resolve(build_parser().parse_args([]), {}))
     assert default.entitlement_check == "first-call"
+
+
+def test_control_api_switches_the_rule(
+    make_emulator: MakeEmulator, make_client: MakeClient, control: Any
+) -> None:
+    """PUT /_emulator/settings {"entitlement_check": ...} switches the rule; junk is a 400."""
+    emulator = make_emulator(rate_limits={"RegisterUsage": None})
+    task = make_client(emulator, access_key_id="ASIATASKF")
+    assert outcome(task) == "ok"
+    emulator.set_product("p", "not_entitled")
+    assert outcome(task) == "ok"
+    status, state = control(emulator, "PUT", "/settings", {"entitlement_check": "every-call"})
+    assert (status, state["entitlement_check"]) == (200, "every-call")
+    assert outcome(task) == "CustomerNotEntitledException"
+    assert control(emulator, "PUT", "/settings", {"entitlement_check": "sometimes"})[0] == 400
