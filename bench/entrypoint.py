@@ -12,7 +12,7 @@ Against the emulator in a subprocess (rate limits off), this prints, each with i
 When a target fails (or with ``--profile``) it shows where the time and memory go: the wrapper's
 largest imports (``-X importtime``) and its RSS after each stage of a registration.
 
-    .venv/bin/python -m bench.entrypoint [--runs 15] [--quick] [--profile]
+    .venv/bin/python -m bench.entrypoint [--runs 15] [--quick] [--profile] [--latency 0.05]
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ def venv_script(name: str) -> str:
 class EmulatorProcess:
     """``python -m marketplace_entitlement emulator`` with the RegisterUsage limit off."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
         command = [sys.executable, "-m", "marketplace_entitlement", "emulator", "--port", "0"]
         command += ["--rate-limit", "RegisterUsage=0", "--product-code", PRODUCT_CODE]
+        if latency > 0:  # the service's round trip, as from a task to the regional endpoint
+            command += ["--fault", f"RegisterUsage:delay={latency:g}"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
         assert self.process.stdout is not None
         readable, _, _ = select.select([self.process.stdout], [], [], READY_TIMEOUT)
@@ -410,11 +412,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="profile even if every target passes"
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the emulator waits before answering RegisterUsage, standing in for the "
+        "network round trip to the real endpoint (default 0: loopback only)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 200:
         parser.error("--runs must be between 1 and 200")
     window = 10.0 if args.quick else 60.0
-    emulator = EmulatorProcess()
+    if not 0 <= args.latency <= 5:
+        parser.error("--latency must be between 0 and 5 seconds")
+    emulator = EmulatorProcess(args.latency)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-entrypoint-") as home:
             env = child_environment(emulator, home)

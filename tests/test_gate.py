@@ -89,9 +89,14 @@ def test_request_carries_product_code_and_key_version(
 def test_overrides_win_over_environment(
     service: Emulator, aws_env: dict[str, str], rsa_key: rsa.RSAPrivateKey
 ) -> None:
-    """Keyword arguments to check_entitlement override the environment (product code, region)."""
-    entitlement = check_entitlement(product_code="prod-override", region="eu-central-1")
-    assert entitlement.product_code == "prod-override"
+    """Keyword arguments to check_entitlement override the environment (here the region).
+
+    A product code given in code is pinned: the environment repeating it is fine.
+    """
+    entitlement = check_entitlement(
+        product_code=aws_env["MARKETPLACE_PRODUCT_CODE"], region="eu-central-1"
+    )
+    assert entitlement.product_code == aws_env["MARKETPLACE_PRODUCT_CODE"]
     (request,) = service.requests("RegisterUsage")
     assert request.region == "eu-central-1"
 
@@ -522,8 +527,9 @@ def test_key_version_two_verifies_with_its_own_key(
 ) -> None:
     """With PublicKeyVersion 2 configured and its key given, version 2 tokens verify."""
     service.add_key(2, private_pem(other_rsa_key))
+    environ = {k: v for k, v in aws_env.items() if k != "MARKETPLACE_PUBLIC_KEY_FILE"}
     entitlement = check_entitlement(
-        public_key_version="2", public_key=service.public_key_pem(2).decode()
+        environ=environ, public_key_version="2", public_key=service.public_key_pem(2).decode()
     )
     assert entitlement.public_key_version == 2
 

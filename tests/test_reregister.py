@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 import pytest
 
 from marketplace_entitlement import (
+    ConfigurationError,
     Entitlement,
     EntitlementError,
     Reregistration,
@@ -84,10 +85,11 @@ def test_waits_are_jittered_around_the_interval(aws_env: dict[str, str]) -> None
     assert max(waits) - min(waits) > 10
 
 
-def test_interval_must_not_be_negative(aws_env: dict[str, str]) -> None:
-    """A negative interval is a programming error."""
-    with pytest.raises(ValueError, match="negative"):
-        Reregistration(Gate(load_settings()), interval=-1)
+@pytest.mark.parametrize("interval", [-1, float("inf"), float("nan"), 10**400, 1e12])
+def test_interval_out_of_range_is_refused(aws_env: dict[str, str], interval: float) -> None:
+    """A negative, infinite, NaN or huge interval is refused, naming the interval variable."""
+    with pytest.raises(ConfigurationError, match="MARKETPLACE_REREGISTER_INTERVAL"):
+        Reregistration(Gate(load_settings()), interval=interval)
 
 
 def test_interval_zero_gives_a_handle_that_does_nothing(
@@ -98,3 +100,29 @@ def test_interval_zero_gives_a_handle_that_does_nothing(
     assert not handle.running
     handle.stop()
     assert service.requests() == []
+
+
+@pytest.mark.parametrize("rule", ["first-call", "every-call"])
+def test_rounds_after_an_unsubscribe_follow_the_services_rule(
+    service: Emulator, aws_env: dict[str, str], rule: str
+) -> None:
+    """After an unsubscribe, a registered task's rounds succeed as on AWS (first-call rule).
+
+    With the emulator's opt-in every-call rule the same rounds fail with 77.
+    """
+    service.set_entitlement_check(rule)
+    gate = Gate(load_settings())
+    gate.check()  # the task registers at startup
+    service.set_product("prod-test123", "not_entitled")
+    successes: Collected[Entitlement] = Collected(2)
+    failures: Collected[EntitlementError] = Collected(2)
+    handle = Reregistration(gate, interval=0.2, on_success=successes, on_failure=failures).start()
+    try:
+        assert (successes if rule == "first-call" else failures).enough.wait(20)
+    finally:
+        handle.stop()
+    if rule == "first-call":
+        assert failures.items == []
+    else:
+        assert successes.items == []
+        assert {error.exit_code for error in failures.items} == {77}

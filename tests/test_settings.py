@@ -18,8 +18,22 @@ from marketplace_entitlement._parsers import (
     parse_duration,
     parse_signal_rewrite,
 )
-from marketplace_entitlement.entitlement._rsa import RsaPublicKey, load_pem_public_key, spki_der
 from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, public_pem
+
+
+def public_key_pem(key: rsa.RSAPublicKey) -> bytes:
+    """The SubjectPublicKeyInfo PEM of ``key``."""
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def demo_key() -> rsa.RSAPublicKey:
+    """The jwt.io demo key, loaded by cryptography."""
+    key = serialization.load_pem_public_key(JWT_IO_DEMO_PUBLIC_KEY_PEM)
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key
+
 
 BASE = {"MARKETPLACE_PRODUCT_CODE": "prod-abc123", "MARKETPLACE_VERIFY_SIGNATURE": "false"}
 
@@ -190,7 +204,7 @@ def test_public_key_as_pem_text_base64_escaped_or_file(
     for form in forms:
         settings = load_settings({"MARKETPLACE_PRODUCT_CODE": "p", **form})
         assert settings.public_key is not None
-        assert (settings.public_key.n, settings.public_key.e) == (expected.n, expected.e)
+        assert settings.public_key.public_numbers() == expected
 
 
 def test_verification_on_without_a_key_is_a_configuration_error() -> None:
@@ -218,7 +232,7 @@ def test_both_key_variables_set_is_ambiguous(rsa_key: rsa.RSAPrivateKey, tmp_pat
     ("value", "problem"),
     [
         ("not a key at all", "neither PEM"),
-        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "readable RSA public key"),
+        ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "readable public key"),
     ],
 )
 def test_unreadable_key_is_refused(value: str, problem: str) -> None:
@@ -238,7 +252,7 @@ def test_missing_key_file_is_refused(tmp_path: Path) -> None:
 
 def test_jwt_io_demo_key_is_refused_with_the_trap_explained() -> None:
     """The jwt.io demo key from AWS's Java sample is refused, and the message says why."""
-    assert is_jwt_io_demo_key(load_pem_public_key(JWT_IO_DEMO_PUBLIC_KEY_PEM))
+    assert is_jwt_io_demo_key(demo_key())
     with pytest.raises(ConfigurationError) as caught:
         load_settings(
             {
@@ -252,7 +266,7 @@ def test_jwt_io_demo_key_is_refused_with_the_trap_explained() -> None:
 
 def test_real_sized_key_is_not_mistaken_for_the_demo_key(rsa_key: rsa.RSAPrivateKey) -> None:
     """An ordinary RSA-3072 key is not flagged as the demo key."""
-    assert not is_jwt_io_demo_key(load_pem_public_key(public_pem(rsa_key)))
+    assert not is_jwt_io_demo_key(rsa_key.public_key())
 
 
 def test_tiny_rsa_key_is_refused_and_small_one_warned_about(
@@ -260,9 +274,7 @@ def test_tiny_rsa_key_is_refused_and_small_one_warned_about(
 ) -> None:
     """An RSA key under 1024 bits is refused; 1024-2047 bits loads with a warning (keys are 3072)."""
     # cryptography will not make a key this small; the modulus need not factor for the check.
-    tiny = RsaPublicKey(n=(1 << 767) | 0x1F, e=65537)
-    tiny_pem = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(spki_der(tiny))
-    tiny_pem += b"-----END PUBLIC KEY-----\n"
+    tiny_pem = public_key_pem(rsa.RSAPublicNumbers(65537, (1 << 767) | 0x1F).public_key())
     with pytest.raises(ConfigurationError, match="768-bit"):
         load_settings(
             {"MARKETPLACE_PRODUCT_CODE": "p", "MARKETPLACE_PUBLIC_KEY": tiny_pem.decode()}
@@ -315,7 +327,7 @@ def test_cryptography_key_object_is_accepted_and_checked(rsa_key: rsa.RSAPrivate
     """The import API takes a cryptography RSA public key object, with the same checks."""
     settings = load_settings({"MARKETPLACE_PRODUCT_CODE": "p"}, public_key=rsa_key.public_key())
     assert settings.public_key is not None
-    assert settings.public_key.n == rsa_key.public_key().public_numbers().n
+    assert settings.public_key.public_numbers() == rsa_key.public_key().public_numbers()
     with pytest.raises(ConfigurationError, match=r"jwt\.io demo key"):
         load_settings(
             {"MARKETPLACE_PRODUCT_CODE": "p"},

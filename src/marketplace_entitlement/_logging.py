@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -43,11 +44,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``marketplace-entitlement: level: message`` for people reading a terminal."""
+    """``marketplace-entitlement: level: message`` for people reading a terminal.
+
+    Control characters in the message (a newline in a service's error message, an escape
+    sequence in a token) are escaped, so one event is one line and no text can forge another.
+    """
+
+    # C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides.
+    UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+    @classmethod
+    def escape(cls, text: str) -> str:
+        r"""``text`` with each control character written as Python writes it (``\n``, ``\x1b``)."""
+        return cls.UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as one line of text."""
-        line = f"marketplace-entitlement: {record.levelname.lower()}: {record.getMessage()}"
+        message = self.escape(record.getMessage())
+        line = f"marketplace-entitlement: {record.levelname.lower()}: {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

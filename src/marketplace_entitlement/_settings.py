@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marketplace_entitlement import _env
 from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement._parsers import (
-    check_public_key,
+    check_duration,
     parse_bool,
     parse_choice,
     parse_duration,
@@ -30,7 +30,11 @@ from marketplace_entitlement._parsers import (
     parse_signal_rewrite,
     read_public_key_file,
 )
-from marketplace_entitlement.entitlement._rsa import RsaPublicKey
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from marketplace_entitlement.entitlement._pin import Pin
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -131,7 +135,7 @@ class Settings:
 
     product_code: str
     public_key_version: int = 1
-    public_key: RsaPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
+    public_key: RSAPublicKey | None = dataclasses.field(default=None, compare=False, repr=False)
     verify_signature: bool = True
     register_timeout: float = 1800.0
     reregister_interval: float = 3600.0
@@ -146,6 +150,7 @@ class Settings:
     status_max_age: float | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
+    pinned_by: str | None = None
 
     @property
     def effective_status_max_age(self) -> float | None:
@@ -237,33 +242,56 @@ def warn_unknown_variables(environ: Mapping[str, str]) -> None:
         )
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
+def _supplied(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
+    """What the command line or the environment set for ``option`` (parsed), else None."""
+    if explicit is None and not (environ.get(option.variable) or "").strip():
+        return None
+    return _resolve(option, explicit, environ)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, pin: Pin | None = None, **explicit: Any
+) -> Settings:
     """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
 
     Keyword arguments use the attribute names of ``Settings`` (``product_code=...``); string values
     are parsed exactly like the environment variable, other values are taken as they are. ``region``
     may also be given explicitly. Raises ConfigurationError naming the variable at fault.
+
+    ``pin`` is what the application's code fixed (see ``entitlement/_pin.py``); it is combined
+    with the image's pin file. Keyword arguments here are the command line's (the buyer's), so a
+    pinned value they or the environment contradict is refused like any other.
     """
+    from marketplace_entitlement.entitlement import _pin  # noqa: PLC0415  (no cycle at import)
+
     env = os.environ if environ is None else environ
     warn_unknown_variables(env)
     unknown = set(explicit) - set(OPTIONS_BY_NAME) - {"region"}
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    pinned = _pin.combine(pin, _pin.read_pin_file())
     values = {option.name: _resolve(option, explicit.get(option.name), env) for option in OPTIONS}
+    for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
+        values[name] = check_duration(values[name], OPTIONS_BY_NAME[name].variable)
+    if values["status_max_age"] is not None:
+        values["status_max_age"] = check_duration(values["status_max_age"], _env.STATUS_MAX_AGE)
+    pinned_key = None
+    if pinned is not None:
+        supplied = {
+            name: _supplied(OPTIONS_BY_NAME[name], explicit.get(name), env)
+            for name in _pin.PINNABLE
+        }
+        pinned_key = _pin.enforce(pinned, supplied, values, _load_key)
     if values["product_code"] is None:
         raise ConfigurationError(
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
             hint="set it to the product code of your AWS Marketplace listing",
         )  # fmt: skip
-    for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
-        if values[name] < 0:
-            variable = OPTIONS_BY_NAME[name].variable
-            raise ConfigurationError(f"{variable} must not be negative", variable=variable)
     key_text, key_path = values.pop("public_key"), values.pop("public_key_file")
     if explicit.get("public_key") is not None or explicit.get("public_key_file") is not None:
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
-    key = _load_key(key_text, key_path)
+    key = pinned_key if pinned_key is not None else _load_key(key_text, key_path)
     if values["verify_signature"] and key is None:
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
@@ -276,26 +304,24 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
         public_key=key,
         region=explicit.get("region") or resolve_region(env),
         ecs_metadata_uri=env.get(_env.ECS_CONTAINER_METADATA_URI_V4) or None,
+        pinned_by=None if pinned is None else pinned.source,
         **values,
     )
 
 
-def _load_key(text: Any, path: Any) -> RsaPublicKey | None:
+def _load_key(text: Any, path: Any) -> RSAPublicKey | None:
     """Load the key from exactly one of the two variables (both set is ambiguous)."""
     if text is not None and path is not None:
         raise ConfigurationError(
             f"both {_env.PUBLIC_KEY} and {_env.PUBLIC_KEY_FILE} are set",
             variable=_env.PUBLIC_KEY, hint="set only one of them",
         )  # fmt: skip
-    if hasattr(text, "public_numbers"):  # a cryptography RSAPublicKey passed to the import API
-        numbers = text.public_numbers()
-        text = RsaPublicKey(numbers.n, numbers.e)
-    if isinstance(text, RsaPublicKey):
-        return check_public_key(text, _env.PUBLIC_KEY)
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
+    if text is not None and not isinstance(text, str):
+        from marketplace_entitlement.entitlement._pin import load_key_object  # noqa: PLC0415
+
+        return load_key_object(text, _env.PUBLIC_KEY)  # a key object or bytes from the import API
     if text is not None:
-        return parse_public_key(str(text), _env.PUBLIC_KEY)
+        return parse_public_key(text, _env.PUBLIC_KEY)
     if path is not None:
         return read_public_key_file(str(path), _env.PUBLIC_KEY_FILE)
     return None

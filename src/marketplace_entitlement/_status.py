@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
-import tempfile
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -20,10 +21,16 @@ from typing import Any
 
 from marketplace_entitlement import _env, _exit_codes
 from marketplace_entitlement._errors import ConfigurationError, EntitlementError
+from marketplace_entitlement._logging import TextFormatter
+from marketplace_entitlement._parsers import read_bounded_file
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The status file's mode, whatever the umask: readable by a probe running as another user, writable
+# only by the entrypoint's user. It holds no secret (state, times, the last error's message).
+STATUS_FILE_MODE = 0o644
+MAX_STATUS_BYTES = 64 * 1024  # what the probe reads at most; the file is well under 1 KiB
 
 
 @dataclass(frozen=True)
@@ -123,49 +130,97 @@ class StatusFile:
             )
 
     def _write(self) -> None:
-        """Write to a temporary file in the same directory, fsync, then rename over the target."""
+        """Write a new file beside the target, through its descriptor, then rename it over.
+
+        Safe in a shared directory (``/tmp``): the temporary file is created with ``O_EXCL`` and
+        ``O_NOFOLLOW`` under a random name, relative to a descriptor of the directory; its mode is
+        set with ``fchmod`` (``STATUS_FILE_MODE``, documented), never by path; and ``rename``
+        replaces a symlink planted at the target instead of following it.
+        """
         self._state["updated_at"] = time.time()
+        payload = (json.dumps(self._state, indent=None, sort_keys=True) + "\n").encode()
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".status-", dir=directory)
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(self._state, handle, indent=None, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o644)  # readable by a probe running as another user
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+            temporary = f".status-{secrets.token_hex(8)}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            descriptor = os.open(temporary, flags, 0o600, dir_fd=directory_fd)
+            try:
+                try:
+                    os.fchmod(descriptor, STATUS_FILE_MODE)
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(descriptor, view) :]
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+                os.replace(
+                    temporary, self.path.name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd
+                )
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary, dir_fd=directory_fd)
+                raise
+        finally:
+            os.close(directory_fd)
 
 
 def probe(path: Path, *, max_age: float | None = None, now: float | None = None) -> ProbeResult:
     """Pass only if the file says entitled and the last success is at most ``max_age`` seconds old.
 
-    ``max_age`` defaults to the value the writer stored (derived from its settings).
+    ``max_age`` defaults to the value the writer stored (derived from its settings). The reason is
+    one line: control characters (from a service's message stored in the file) are escaped.
     """
+    result = _probe(path, max_age=max_age, now=now)
+    return ProbeResult(result.healthy, TextFormatter.escape(result.reason))
+
+
+def _read_state(path: Path) -> dict[str, Any] | str:
+    """The status file's JSON object, or why it cannot be had (bounded read, regular files only)."""
+    if not path.exists():
+        return f"no status file at {path}: the entrypoint has not registered yet"
     try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        return ProbeResult(
-            False, f"no status file at {path}: the entrypoint has not registered yet"
-        )
-    except (OSError, ValueError) as error:
-        return ProbeResult(False, f"status file {path} is unreadable: {error}")
+        state = json.loads(read_bounded_file(str(path), _env.STATUS_FILE, MAX_STATUS_BYTES))
+    except ConfigurationError as error:
+        return f"status file {path} is unreadable: {error.message}"
+    except (ValueError, RecursionError) as error:
+        return f"status file {path} is unreadable: {error}"
     if not isinstance(state, dict):
-        return ProbeResult(False, f"status file {path} does not hold a JSON object")
+        return f"status file {path} does not hold a JSON object"
+    return state
+
+
+def _probe(path: Path, *, max_age: float | None, now: float | None) -> ProbeResult:
+    state = _read_state(path)
+    if isinstance(state, str):
+        return ProbeResult(False, state)
     current = time.time() if now is None else now
     limit = max_age if max_age is not None else state.get("max_age_s")
     last_success = state.get("last_success")
-    if not state.get("entitled") or not isinstance(last_success, (int, float)):
-        last_error = (state.get("last_error") or {}).get("message", "no successful registration")
-        return ProbeResult(False, f"not entitled ({state.get('state')}): {last_error}")
+    if (
+        not state.get("entitled")
+        or not isinstance(last_success, (int, float))
+        or not _finite(last_success)
+    ):
+        last_error = state.get("last_error")
+        message = last_error.get("message") if isinstance(last_error, dict) else None
+        return ProbeResult(
+            False, f"not entitled ({state.get('state')}): {message or 'no successful registration'}"
+        )
     age = current - float(last_success)
-    if isinstance(limit, (int, float)) and age > float(limit):
+    if isinstance(limit, (int, float)) and _finite(limit) and age > float(limit):
         return ProbeResult(
             False, f"last successful registration was {age:.0f}s ago, more than {limit:.0f}s"
         )
     return ProbeResult(True, f"entitled; last successful registration {age:.0f}s ago")
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number the probe can compute with (not a bool, NaN, infinity or a huge integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

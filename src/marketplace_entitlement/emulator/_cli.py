@@ -17,6 +17,7 @@ from typing import Any, Final, NoReturn
 from marketplace_entitlement.emulator._emulator import Emulator
 from marketplace_entitlement.emulator._faults import FaultSpecError, parse_fault_spec
 from marketplace_entitlement.emulator._model import OPERATIONS
+from marketplace_entitlement.emulator._operations import ENTITLEMENT_CHECKS
 from marketplace_entitlement.emulator._types import CLAIM_CASINGS
 
 ENV_PREFIX: Final = "MARKETPLACE_EMULATOR_"
@@ -106,6 +107,12 @@ OPTIONS: Final = (
         repeatable=True, metavar="OPERATION", choices=OPERATIONS,
     ),
     _Option(("--seed",), "seed", "SEED", None, "seed for faults given a probability"),
+    _Option(
+        ("--entitlement-check",), "entitlement_check", "ENTITLEMENT_CHECK", "first-call",
+        "when RegisterUsage answers CustomerNotEntitled/PlatformNotSupported: first-call (as AWS: "
+        "only until a task, told apart by its access key id, has registered) or every-call",
+        choices=ENTITLEMENT_CHECKS,
+    ),
 )  # fmt: skip
 
 
@@ -229,6 +236,7 @@ def build_emulator(values: Mapping[str, Any]) -> Emulator:
             host=values["host"],
             port=port,
             key_dir=values["key_dir"],
+            entitlement_check=values["entitlement_check"],
         )
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None

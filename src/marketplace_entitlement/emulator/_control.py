@@ -9,7 +9,8 @@
     DELETE /_emulator/products/CODE
                                      (statuses: entitled, not_entitled, platform_not_supported,
                                      invalid)
-    PUT    /_emulator/settings       {"region": .., "claim_casing": .., "disabled_operations": []}
+    PUT    /_emulator/settings       {"region": .., "claim_casing": .., "disabled_operations": [],
+                                      "entitlement_check": "first-call" | "every-call"}
     GET    /_emulator/faults
     POST   /_emulator/faults         {"spec": "RegisterUsage:drop:count=1"} or a fault's fields
     DELETE /_emulator/faults
@@ -85,6 +86,8 @@ def _settings(emulator: Emulator, body: bytes) -> Answer:
         emulator.set_claim_casing(str(data["claim_casing"]))
     if "disabled_operations" in data:
         emulator.set_disabled_operations(data["disabled_operations"] or [])
+    if "entitlement_check" in data:
+        emulator.set_entitlement_check(str(data["entitlement_check"]))
     return 200, emulator.state()
 
 

@@ -20,6 +20,8 @@ from marketplace_entitlement.emulator._keys import KeyRing, PrivateKeyInput, pri
 from marketplace_entitlement.emulator._limits import RateLimiter
 from marketplace_entitlement.emulator._model import OPERATIONS
 from marketplace_entitlement.emulator._operations import (
+    ENTITLEMENT_CHECKS,
+    EntitlementCheck,
     MeteringService,
     Product,
     ServiceState,
@@ -71,6 +73,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         key_dir: str | os.PathLike[str] | None = None,
+        entitlement_check: str = "first-call",
     ) -> None:
         self._initial_products = {
             code: Product(
@@ -82,6 +85,7 @@ class Emulator:
             for code, status in (products or {}).items()
         }
         self._initial_region = region
+        self._initial_entitlement_check = check_entitlement_check(entitlement_check)
         self._initial_casing = check_claim_casing(claim_casing)
         self._initial_disabled = {_check_operation(op) for op in disabled_operations}
         self._initial_rate_limits = dict(rate_limits or {})
@@ -98,7 +102,9 @@ class Emulator:
             service=MeteringService(self._state),
             faults=FaultTable(),
             limiter=RateLimiter(self._initial_rate_limits),
-            credentials=None if credentials is None else dict(credentials),
+            # Kept as given (not copied): a live mapping can name credentials issued later, as
+            # an STS stand-in issues them (tests/test_credentials.py).
+            credentials=credentials,
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -273,6 +279,22 @@ class Emulator:
         with self._state.lock:
             self._state.claim_casing = checked
 
+    @property
+    def entitlement_check(self) -> str:
+        """``first-call`` (as AWS: entitlement errors only until a task has registered) or ``every-call``."""
+        return self._state.entitlement_check
+
+    def set_entitlement_check(self, mode: str) -> None:
+        """Answer RegisterUsage's entitlement errors on a task's first call only, or on every call."""
+        checked = check_entitlement_check(mode)
+        with self._state.lock:
+            self._state.entitlement_check = checked
+
+    def forget_tasks(self) -> None:
+        """Forget which tasks registered: each one's next RegisterUsage is a first call again."""
+        with self._state.lock:
+            self._state.registered_tasks.clear()
+
     def set_disabled_operations(self, operations: Iterable[str]) -> None:
         """Answer ``DisabledApiException`` to exactly these operations."""
         disabled = {_check_operation(op) for op in operations}
@@ -391,6 +413,8 @@ class Emulator:
             state.disabled_operations = set(self._initial_disabled)
             state.customers.clear()
             state.token_factory = None
+            state.entitlement_check = self._initial_entitlement_check
+            state.registered_tasks.clear()
         state.forget_usage()
         self._keys.unexpire_all()
         self._backend.limiter = RateLimiter(self._initial_rate_limits)
@@ -405,6 +429,7 @@ class Emulator:
             "endpoint": self.endpoint if self._server is not None else None,
             "region": self.region,
             "claim_casing": self.claim_casing,
+            "entitlement_check": self.entitlement_check,
             "products": self.products(),
             "disabled_operations": sorted(self.disabled_operations),
             "key_versions": list(self.key_versions),
@@ -415,6 +440,15 @@ class Emulator:
             "requests": len(self.requests()),
             "verifies_signatures": self._backend.credentials is not None,
         }
+
+
+def check_entitlement_check(mode: str) -> EntitlementCheck:
+    """Validate an entitlement-check mode (``first-call`` or ``every-call``)."""
+    if mode == "first-call":
+        return "first-call"
+    if mode == "every-call":
+        return "every-call"
+    raise ValueError(f"entitlement check {mode!r} is not one of {', '.join(ENTITLEMENT_CHECKS)}")
 
 
 def _fault_arguments(fault: Fault) -> dict[str, Any]:

@@ -9,7 +9,9 @@ A fault spec is ``OPERATION:KIND[=VALUE][:KEY=VALUE]...``, for example::
     BatchMeterUsage:unprocessed:count=2
 
 ``OPERATION`` is one of the four operations or ``*`` (any). ``KIND`` is ``error`` (VALUE: the
-``__type``), ``delay`` (VALUE: seconds), ``drop``, ``malformed``, ``truncated`` or ``unprocessed``.
+``__type``), ``delay`` (VALUE: seconds), ``drop``, ``malformed``, ``truncated``, ``unprocessed``
+or ``trickle`` (VALUE: seconds between bytes: the real answer, sent one byte at a time, so that
+no single read ever times out: ``RegisterUsage:trickle=0.5``).
 Keys: ``count`` (the next N matching calls), ``probability`` (0..1, each matching call),
 ``seed`` (for probability), ``status`` (HTTP status), ``message``. With neither count nor
 probability a fault applies to every matching call until cleared.
@@ -27,8 +29,10 @@ from marketplace_entitlement.emulator._errors import INTERNAL_SERVICE_ERROR, def
 from marketplace_entitlement.emulator._model import OPERATIONS
 
 ANY_OPERATION: Final = "*"
-FAULT_KINDS: Final = ("delay", "drop", "error", "malformed", "truncated", "unprocessed")
-_VALUE_KINDS: Final = {"error": "error", "delay": "delay"}
+FAULT_KINDS: Final = (
+    "delay", "drop", "error", "malformed", "trickle", "truncated", "unprocessed",
+)  # fmt: skip
+_VALUE_KINDS: Final = {"error": "error", "delay": "delay", "trickle": "delay"}
 
 
 class FaultSpecError(ValueError):
@@ -58,8 +62,8 @@ class Fault:
             raise FaultSpecError(f"unknown fault kind {self.kind!r} (one of {FAULT_KINDS})")
         if self.kind == "unprocessed" and self.operation != "BatchMeterUsage":
             raise FaultSpecError("the unprocessed fault applies to BatchMeterUsage only")
-        if self.kind == "delay" and (self.delay is None or self.delay < 0):
-            raise FaultSpecError("a delay fault needs delay=SECONDS (>= 0)")
+        if self.kind in ("delay", "trickle") and (self.delay is None or self.delay < 0):
+            raise FaultSpecError(f"a {self.kind} fault needs delay=SECONDS (>= 0)")
         if self.kind == "error" and not self.error:
             self.error = INTERNAL_SERVICE_ERROR
         if self.count is not None and self.count < 1:
@@ -184,7 +188,7 @@ def parse_fault_spec(spec: str, *, default_seed: int | None = None) -> Fault:
             data[key] = text
         else:
             raise FaultSpecError(f"unknown fault option {key!r}")
-    if kind == "delay" and "delay" in data:
+    if kind in ("delay", "trickle") and "delay" in data:
         data["delay"] = _number("delay", str(data["delay"]), float)
     return fault_from_mapping(data, default_seed=default_seed)
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -20,6 +20,7 @@ from marketplace_entitlement.emulator._errors import DRY_RUN_OPERATION, VALIDATI
 from marketplace_entitlement.emulator._keys import KeyRing
 from marketplace_entitlement.emulator._model import JsonObject
 from marketplace_entitlement.emulator._sigv4 import SignedIdentity
+from marketplace_entitlement.emulator._tasks import task_identity
 from marketplace_entitlement.emulator._types import ClaimCasing, Customer, ProductStatus
 
 MAX_AGE_SECONDS: Final = 6 * 3600  # records older than this are refused
@@ -27,6 +28,8 @@ MAX_FUTURE_SECONDS: Final = 5 * 60  # clock skew tolerated for timestamps in the
 HOUR: Final = 3600
 
 TokenFactory = Callable[[dict[str, object], RSAPrivateKey], str]
+EntitlementCheck = Literal["first-call", "every-call"]
+ENTITLEMENT_CHECKS: Final = ("first-call", "every-call")
 
 _CLAIM_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
     "camel": {"product": "productCode", "version": "publicKeyVersion", "nonce": "nonce"},
@@ -59,6 +62,10 @@ class ServiceState:
     disabled_operations: set[str] = field(default_factory=set)
     customers: dict[str, Customer] = field(default_factory=dict)
     token_factory: TokenFactory | None = None
+    # RegisterUsage's entitlement errors: "first-call" as AWS (only until a task has registered),
+    # or "every-call" (each call checks the product's status; the emulator's former behaviour).
+    entitlement_check: EntitlementCheck = "first-call"
+    registered_tasks: set[tuple[str, str]] = field(default_factory=set)
     hourly: dict[tuple[str, str, int, str], _Metered] = field(default_factory=dict)
     batch: dict[tuple[str, str, str, float], _Metered] = field(default_factory=dict)
     client_tokens: dict[str, tuple[str, JsonObject]] = field(default_factory=dict)
@@ -205,19 +212,26 @@ class MeteringService:
             product = self._product(code, unlisted="not_entitled")
             casing = _CLAIM_NAMES[state.claim_casing]
             factory = state.token_factory
+            # AWS raises entitlement errors only on a task's first call: once a task (here: its
+            # credentials, see _tasks) has registered, later calls succeed even if the buyer
+            # unsubscribed. "every-call" checks the status on each call instead.
+            task = (task_identity(identity), code)
+            checked = state.entitlement_check == "every-call" or task not in state.registered_tasks
         if not state.keys.knows(version):
             raise ServiceError(
                 "InvalidPublicKeyVersionException", f"Public key version {version} is invalid."
             )
-        if product.status == "platform_not_supported":
+        if checked and product.status == "platform_not_supported":
             raise ServiceError(
                 "PlatformNotSupportedException",
                 "AWS Marketplace does not support metering usage from the underlying platform.",
             )
-        if product.status == "not_entitled":
+        if checked and product.status == "not_entitled":
             raise ServiceError(
                 "CustomerNotEntitledException", "Customer is not entitled to use this product."
             )
+        with state.lock:
+            state.registered_tasks.add(task)
         claims: dict[str, object] = {casing["product"]: code, casing["version"]: version}
         if body.get("Nonce") is not None:
             claims[casing["nonce"]] = body["Nonce"]

@@ -239,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if misbehaviour is not None:
             self._misbehave(misbehaviour.kind, misbehaviour.status)
+        elif seen.fault is not None and seen.fault.kind == "trickle":
+            self._trickle(status, answer, request_id, seen.fault.delay or 0.0)
         else:
             self._send_json(status, answer, request_id=request_id)
 
@@ -281,6 +283,27 @@ class _Handler(BaseHTTPRequestHandler):
         if unprocessed:
             return {"Results": [], "UnprocessedRecords": body["UsageRecords"]}
         return backend.service.call(seen.operation, body, identity)
+
+    def _trickle(self, status: int, answer: object, request_id: str, interval: float) -> None:
+        """Send the real answer one byte every ``interval`` seconds (until the emulator stops)."""
+        payload = json.dumps(answer, separators=(",", ":")).encode()
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        stopping = self.server.backend.stopping
+        for index in range(len(payload)):
+            if stopping.wait(interval):
+                return
+            try:
+                self.wfile.write(payload[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up: nothing left to send to
+                return
 
     def _misbehave(self, kind: str, status: int) -> None:
         """Drop the connection, or answer a body that is not JSON, or less than promised."""

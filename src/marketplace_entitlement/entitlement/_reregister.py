@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from marketplace_entitlement._client import MeteringClient
-from marketplace_entitlement._errors import EntitlementError
-from marketplace_entitlement._settings import load_settings
-from marketplace_entitlement.entitlement._gate import Entitlement, Gate
+from marketplace_entitlement._env import REREGISTER_INTERVAL
+from marketplace_entitlement._errors import EntitlementError, ServiceUnavailableError
+from marketplace_entitlement._parsers import check_duration
+from marketplace_entitlement.entitlement._gate import Entitlement, Gate, settings_from_code
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,10 @@ class Reregistration:
         rng: random.Random | None = None,
     ) -> None:
         self.gate = gate
-        self.interval = gate.settings.reregister_interval if interval is None else interval
-        if self.interval < 0:
-            raise ValueError("the re-registration interval must not be negative")
+        self.interval = check_duration(
+            gate.settings.reregister_interval if interval is None else interval,
+            REREGISTER_INTERVAL,
+        )
         self._on_success = on_success
         self._on_failure = on_failure
         self._rng = rng or random.SystemRandom()
@@ -93,43 +95,67 @@ class Reregistration:
             self._round()
 
     def _round(self) -> None:
-        """One round; the thread's outermost level: anything unexpected is logged, never fatal."""
-        try:
-            self._register_and_report()
-        except Exception:
-            logger.exception(
-                "re-registration %d failed unexpectedly; the next round will run as planned",
-                self.rounds,
-                extra={"event": "reregistration.internal_error", "round": self.rounds},
-            )
+        """One round; the thread's outermost level: whatever goes wrong is a failed round.
 
-    def _register_and_report(self) -> None:
+        A round that raises anything (an EntitlementError, or an unexpected exception: a bug, a
+        RecursionError) is reported through ``on_failure`` like any failure, so the failure
+        policy and the status file see it; the thread itself never dies of it.
+        """
         budget = min(self.gate.settings.register_timeout, self.interval)
         try:
             entitlement = self.gate.check(self._stop, timeout=budget)
         except EntitlementError as error:
-            if self._stop.is_set():
-                return
-            logger.warning(
-                "re-registration %d failed: %s",
+            self._failed(error)
+            return
+        except Exception as error:  # outermost level of the thread: logged, counted as a failure
+            logger.exception(
+                "re-registration %d failed unexpectedly",
                 self.rounds,
-                error.refusal_line(),
-                extra={
-                    "event": "reregistration.failed",
-                    "round": self.rounds,
-                    "exit_code": error.exit_code,
-                },
+                extra={"event": "reregistration.internal_error", "round": self.rounds},
             )
-            if self._on_failure is not None:
-                self._on_failure(error)
+            self._failed(
+                ServiceUnavailableError(
+                    f"re-registration round {self.rounds} failed unexpectedly: "
+                    f"{type(error).__name__}: {str(error)[:200]}",
+                    aws_error_code=None,
+                    attempts=0,
+                    hint="counted as a failed registration; please report it",
+                )
+            )
             return
         logger.info(
             "re-registration %d succeeded",
             self.rounds,
             extra={"event": "reregistration.succeeded", "round": self.rounds},
         )
-        if self._on_success is not None:
-            self._on_success(entitlement)
+        self._callback(self._on_success, entitlement)
+
+    def _failed(self, error: EntitlementError) -> None:
+        if self._stop.is_set():
+            return
+        logger.warning(
+            "re-registration %d failed: %s",
+            self.rounds,
+            error.refusal_line(),
+            extra={
+                "event": "reregistration.failed",
+                "round": self.rounds,
+                "exit_code": error.exit_code,
+            },
+        )
+        self._callback(self._on_failure, error)
+
+    def _callback(self, callback: Callable[[Any], None] | None, argument: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(argument)
+        except Exception:  # outermost level of the thread: a failing callback is logged
+            logger.exception(
+                "re-registration %d: the callback failed",
+                self.rounds,
+                extra={"event": "reregistration.callback_failed", "round": self.rounds},
+            )
 
 
 def start_reregistration(
@@ -145,7 +171,7 @@ def start_reregistration(
     Settings come from ``overrides`` and the environment as for ``check_entitlement``; ``interval``
     defaults to ``MARKETPLACE_REREGISTER_INTERVAL``.
     """
-    settings = load_settings(**overrides)
+    settings = settings_from_code(None, overrides)
     return Reregistration(
         Gate(settings, client), interval=interval, on_success=on_success, on_failure=on_failure
     ).start()

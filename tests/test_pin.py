@@ -1,0 +1,360 @@
+"""Pinning: what the seller fixed in code or in the image wins, and contradictions are refused (78).
+
+Image pins are tested on a copy of the installed package with a pin file written by the real
+``pin`` command, run as an image would run it (``python -I``), against the emulator over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import marketplace_entitlement
+from marketplace_entitlement import (
+    ConfigurationError,
+    Settings,
+    VerificationError,
+    check_entitlement,
+    require_entitlement,
+)
+from marketplace_entitlement.emulator import Emulator
+from marketplace_entitlement.entitlement._gate import Gate
+from marketplace_entitlement.entitlement._pin import check_not_mounted_over
+from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, private_pem, public_pem
+
+PRODUCT = "prod-test123"  # aws_env's product code
+
+
+def install_copy(tmp_path: Path) -> Path:
+    """A copy of the installed package under ``tmp_path/site`` (an image's site-packages)."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        Path(marketplace_entitlement.__file__).parent,
+        site / "marketplace_entitlement",
+        ignore=shutil.ignore_patterns("__pycache__", "pin.json"),
+    )
+    return site
+
+
+def image_cli(site: Path) -> list[str]:
+    """The command line of the copied package's CLI, isolated from PYTHON* variables."""
+    launch = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "from marketplace_entitlement._cli import console_main; console_main()"
+    )
+    return [sys.executable, "-I", "-c", launch]
+
+
+def run(
+    command: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command``; capture text output."""
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def pinned_site(tmp_path: Path, service: Emulator) -> Path:
+    """A copied package whose pin file pins aws_env's product code and the emulator's key."""
+    site = install_copy(tmp_path)
+    key_file = tmp_path / "product-key.pem"
+    key_file.write_bytes(service.public_key_pem(1))
+    result = run(
+        [
+            *image_cli(site),
+            "pin",
+            "--product-code",
+            PRODUCT,
+            "--public-key-file",
+            str(key_file),
+        ],
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (site / "marketplace_entitlement" / "pin.json").is_file()
+    return site
+
+
+def image_env(aws_env: dict[str, str], **changes: str) -> dict[str, str]:
+    """aws_env without the settings a pinned image does not need, plus ``changes``."""
+    env = {
+        k: v
+        for k, v in aws_env.items()
+        if k not in ("MARKETPLACE_PRODUCT_CODE", "MARKETPLACE_PUBLIC_KEY_FILE")
+    }
+    return {**env, **changes}
+
+
+def run_true(site: Path, env: dict[str, str], tmp_path: Path, *options: str) -> tuple[int, str]:
+    """``run [options] -- touch MARKER``: the exit code and stderr; the marker says CMD ran."""
+    marker = tmp_path / "cmd-ran"
+    marker.unlink(missing_ok=True)
+    result = run([*image_cli(site), "run", *options, "--", "touch", str(marker)], env)
+    assert marker.exists() == (result.returncode == 0), result.stderr
+    return result.returncode, result.stderr
+
+
+# --- the image's pin file ------------------------------------------------------------------------
+
+
+def test_pinned_image_runs_with_nothing_in_the_environment(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With the product code and key pinned, `run` needs neither variable and starts CMD."""
+    code, stderr = run_true(pinned_site, image_env(aws_env), tmp_path)
+    assert code == 0, stderr
+
+
+def test_pinned_image_refuses_verification_off(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """MARKETPLACE_VERIFY_SIGNATURE=false in a pinned image: 78, CMD not started, a line says so."""
+    env = image_env(aws_env, MARKETPLACE_VERIFY_SIGNATURE="false")
+    code, stderr = run_true(pinned_site, env, tmp_path)
+    assert code == 78
+    assert "refused MARKETPLACE_VERIFY_SIGNATURE=false" in stderr
+
+
+def test_pinned_image_refuses_an_environment_key(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """MARKETPLACE_PUBLIC_KEY_FILE naming another key (the attacker's) is refused with 78."""
+    attacker = tmp_path / "attacker.pem"
+    attacker.write_bytes(public_pem(other_rsa_key))
+    env = image_env(aws_env, MARKETPLACE_PUBLIC_KEY_FILE=str(attacker))
+    code, stderr = run_true(pinned_site, env, tmp_path)
+    assert code == 78
+    assert "MARKETPLACE_PUBLIC_KEY_FILE" in stderr
+    assert "another public key" in stderr
+
+
+def test_pinned_image_accepts_the_environment_repeating_the_pin(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same product code and key in the environment are no contradiction."""
+    code, stderr = run_true(pinned_site, aws_env, tmp_path)
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("where", ["environment", "option"])
+def test_pinned_image_refuses_another_product_code(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path, where: str
+) -> None:
+    """Another product code, by variable or by `run --product-code` (the buyer's CMD): 78."""
+    if where == "environment":
+        code, stderr = run_true(
+            pinned_site, image_env(aws_env, MARKETPLACE_PRODUCT_CODE="cheaper"), tmp_path
+        )
+    else:
+        code, stderr = run_true(
+            pinned_site, image_env(aws_env), tmp_path, "--product-code", "cheaper"
+        )
+    assert code == 78
+    assert "refused MARKETPLACE_PRODUCT_CODE='cheaper'" in stderr
+
+
+def test_pinned_image_refuses_a_token_from_a_forging_endpoint(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """An endpoint override to a server signing with its own key cannot pass the pinned key: 65."""
+    with Emulator(keys={1: private_pem(other_rsa_key)}) as forger:
+        env = image_env(aws_env, AWS_ENDPOINT_URL_MARKETPLACE_METERING=forger.endpoint)
+        code, stderr = run_true(pinned_site, env, tmp_path)
+    assert code == 65, stderr
+
+
+def test_pin_command_refuses_the_demo_key(tmp_path: Path) -> None:
+    """`pin` applies the runtime's key checks: the jwt.io demo key is refused (78), nothing written."""
+    demo = tmp_path / "demo.pem"
+    demo.write_bytes(JWT_IO_DEMO_PUBLIC_KEY_PEM)
+    output = tmp_path / "pin.json"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "marketplace_entitlement",
+            "pin",
+            "--product-code",
+            "p",
+            "--public-key-file",
+            str(demo),
+            "--output",
+            str(output),
+        ],
+        env=dict(os.environ),
+    )
+    assert result.returncode == 78
+    assert "jwt.io demo key" in result.stderr
+    assert not output.exists()
+
+
+def test_pin_command_output_is_documented_json(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    """`pin --output` writes the format, product code, key version and PEM, readable by all."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(public_pem(rsa_key))
+    output = tmp_path / "out" / "pin.json"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "marketplace_entitlement",
+            "pin",
+            "--product-code",
+            "p",
+            "--public-key-file",
+            str(key),
+            "--public-key-version",
+            "2",
+            "--output",
+            str(output),
+        ],
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    assert document["format"] == "marketplace-entitlement-pin/1"
+    assert (document["product_code"], document["public_key_version"]) == ("p", 2)
+    assert document["public_key"].encode() == public_pem(rsa_key)
+    assert output.stat().st_mode & 0o777 == 0o644
+
+
+def test_mountinfo_mount_points_are_unescaped(tmp_path: Path) -> None:
+    """A mount over the pin file's directory (octal-escaped space in mountinfo) is refused."""
+    pin = tmp_path / "site packages" / "marketplace_entitlement" / "pin.json"
+    mountinfo = tmp_path / "mountinfo"
+    escaped = str(pin.parent).replace(" ", "\\040")
+    mountinfo.write_text(
+        f"22 1 8:1 / / rw - ext4 /dev/vda rw\n99 22 0:5 / {escaped} rw - tmpfs tmpfs rw\n"
+    )
+    with pytest.raises(ConfigurationError, match="volume is mounted over"):
+        check_not_mounted_over(pin, str(mountinfo))
+    mountinfo.write_text("22 1 8:1 / / rw - ext4 /dev/vda rw\n")
+    check_not_mounted_over(pin, str(mountinfo))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_a_volume_over_the_pin_file_is_refused(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A file bind-mounted over pin.json (the buyer's volume), in a private mount namespace: 78."""
+    fake = tmp_path / "buyer-pin.json"
+    fake.write_text("{}")
+    pin = pinned_site / "marketplace_entitlement" / "pin.json"
+    marker = tmp_path / "cmd-ran"
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'  # mount, then run the image's command
+    command = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(fake),
+        str(pin),
+        *image_cli(pinned_site),
+        "run",
+        "--",
+        "touch",
+        str(marker),
+    ]
+    result = run(command, image_env(aws_env))
+    assert result.returncode == 78, result.stderr
+    assert "volume is mounted over" in result.stderr
+    assert not marker.exists()
+
+
+# --- pins given in code ---------------------------------------------------------------------------
+
+
+def test_key_in_code_cannot_be_switched_off_by_the_environment(
+    service: Emulator, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_entitlement(public_key=...) with MARKETPLACE_VERIFY_SIGNATURE=false: refused (78)."""
+    monkeypatch.setenv("MARKETPLACE_VERIFY_SIGNATURE", "false")
+    with pytest.raises(ConfigurationError) as caught:
+        check_entitlement(public_key=service.public_key_pem(1))
+    assert caught.value.exit_code == 78
+    assert caught.value.variable == "MARKETPLACE_VERIFY_SIGNATURE"
+    assert "the application's code pins it" in caught.value.message
+
+
+def test_key_in_code_and_another_key_in_the_environment_is_refused(
+    service: Emulator,
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    """An environment key file naming another key than the code's is refused, never preferred."""
+    attacker = tmp_path / "attacker.pem"
+    attacker.write_bytes(public_pem(other_rsa_key))
+    monkeypatch.setenv("MARKETPLACE_PUBLIC_KEY_FILE", str(attacker))
+    with pytest.raises(ConfigurationError, match="another public key"):
+        check_entitlement(public_key=service.public_key_pem(1))
+
+
+def test_product_code_in_code_and_another_in_the_environment_is_refused(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """A product code given in code is pinned: the environment's other code is refused (78)."""
+    with pytest.raises(ConfigurationError, match="refused MARKETPLACE_PRODUCT_CODE"):
+        check_entitlement(product_code="prod-other")
+
+
+def test_key_in_code_with_verification_off_in_code_is_refused(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """Code passing a key and verify_signature=False contradicts itself: refused."""
+    with pytest.raises(ConfigurationError, match="cannot be turned off"):
+        check_entitlement(public_key=service.public_key_pem(1), verify_signature=False)
+
+
+def test_key_in_code_verifies(service: Emulator, aws_env: dict[str, str]) -> None:
+    """With the key in code and the same key in the environment, the check passes, verified."""
+    entitlement = check_entitlement(public_key=service.public_key_pem(1), product_code=PRODUCT)
+    assert entitlement.verified
+
+
+def test_require_entitlement_refuses_an_unverified_result(
+    service: Emulator, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification off (nothing pinned): require_entitlement exits 78 unless the code allows it."""
+    monkeypatch.setenv("MARKETPLACE_VERIFY_SIGNATURE", "false")
+    with pytest.raises(SystemExit) as exited:
+        require_entitlement()
+    assert exited.value.code == 78
+    assert not require_entitlement(allow_unverified=True).verified
+
+
+def test_missing_key_fails_closed_even_for_hand_built_settings(
+    service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """Settings built by hand with verification on and no key: the gate refuses (78), never skips."""
+    gate = Gate(Settings(product_code=PRODUCT, verify_signature=True, public_key=None))
+    with pytest.raises(ConfigurationError) as caught:
+        gate.check()
+    assert caught.value.exit_code == 78
+
+
+def test_wrong_key_in_code_is_a_verification_failure(
+    service: Emulator,
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    """A key in code that did not sign the token: 65, with no environment key to fall back on."""
+    monkeypatch.delenv("MARKETPLACE_PUBLIC_KEY_FILE")
+    with pytest.raises(VerificationError):
+        check_entitlement(public_key=other_rsa_key.public_key())
