@@ -21,9 +21,11 @@ from marketplace_entitlement._parsers import (
     parse_bool,
     parse_choice,
     parse_duration,
+    parse_exit_codes,
     parse_positive_int,
     parse_product_code,
     parse_public_key,
+    parse_signal,
     parse_signal_rewrite,
     read_public_key_file,
 )
@@ -108,6 +110,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_max_age", _env.STATUS_MAX_AGE, parse_duration, None,
            "2 x interval + register timeout",
            "how old the last successful registration may be for `probe` to pass"),
+    Option("leftover_grace_period", _env.LEFTOVER_GRACE_PERIOD, parse_duration, 0.0, "0",
+           "after CMD exits, how long the rest of its process group gets after SIGTERM before "
+           "SIGKILL; `0` sends SIGTERM and exits at once", for_run_only=True),
+    Option("success_exit_codes", _env.SUCCESS_EXIT_CODES, parse_exit_codes, (), "none",
+           "CMD exit statuses to report as 0, comma-separated (`143` for an app that exits 143 "
+           "on SIGTERM), like tini -e", for_run_only=True),
+    Option("parent_death_signal", _env.PARENT_DEATH_SIGNAL, parse_signal, None, "none",
+           "signal `run` gets (and forwards to CMD) when the process that started it dies, like "
+           "tini -p: `TERM`", for_run_only=True),
 )  # fmt: skip
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
@@ -132,6 +143,9 @@ class Settings:
     signal_group: bool = False
     signal_rewrite: tuple[tuple[int, int], ...] = ()
     status_max_age: float | None = None
+    leftover_grace_period: float = 0.0
+    success_exit_codes: tuple[int, ...] = ()
+    parent_death_signal: int | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
 
@@ -190,7 +204,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
             hint="set it to the product code of your AWS Marketplace listing",
         )  # fmt: skip
-    for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
+    for name in (
+        "register_timeout",
+        "reregister_interval",
+        "stop_grace_period",
+        "term_delay",
+        "leftover_grace_period",
+    ):
         if values[name] < 0:
             variable = OPTIONS_BY_NAME[name].variable
             raise ConfigurationError(f"{variable} must not be negative", variable=variable)

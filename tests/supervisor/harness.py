@@ -1,6 +1,7 @@
 """Stand-in for ``marketplace-entitlement run``: the supervisor alone, driven by command-line flags.
 
-Usage: ``harness.py [--signal-group] [--term-delay S] [--stop-grace-period S] [--rewrite FROM:TO]
+Usage: ``harness.py [--signal-group] [--term-delay S] [--stop-grace-period S]
+[--leftover-grace-period S] [--rewrite FROM:TO]
 [--no-kill-group] [--request-stop-when PATH] -- CMD [ARG...]``. ``--request-stop-when`` calls
 ``request_stop()`` from another thread once PATH exists (the child creates it when ready).
 """
@@ -31,6 +32,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--signal-group", action="store_true")
     parser.add_argument("--term-delay", type=float, default=0.0)
     parser.add_argument("--stop-grace-period", type=float, default=10.0)
+    parser.add_argument("--leftover-grace-period", type=float, default=0.0)
     parser.add_argument("--rewrite", action="append", default=[])
     parser.add_argument("--no-kill-group", action="store_true")
     parser.add_argument("--request-stop-when")
@@ -61,6 +63,7 @@ def main(argv: Sequence[str]) -> int:
         stop_grace_period=flags.stop_grace_period,
         rewrite=rewrite,
         kill_group_on_exit=not flags.no_kill_group,
+        leftover_grace_period=flags.leftover_grace_period,
     )
     done = threading.Event()
     with SignalPipe() as signals:

@@ -101,7 +101,7 @@ def entrypoint_argv(flags: Sequence[str]) -> list[str]:
         flag = remaining.pop(0)
         if flag == "--signal-group":
             options += ["--signal-group", "true"]
-        elif flag in ("--term-delay", "--stop-grace-period"):
+        elif flag in ("--term-delay", "--stop-grace-period", "--leftover-grace-period"):
             options += [flag, remaining.pop(0)]
         elif flag == "--rewrite":
             rewrites.append(remaining.pop(0))

@@ -9,7 +9,11 @@ import pytest
 from tests.supervisor.supervised import Supervised, child
 
 JOB_CONTROL = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
-NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+# Uncatchable, acted on (CHLD), or left at their default action: faults (a real crash must not
+# reach CMD) and PIPE (the wrapper's own broken log stream must not reach CMD).
+FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
+FAULTS |= {signal.SIGTRAP, signal.SIGSYS}
+NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE} | FAULTS
 NORMAL_SIGNALS = [s for s in range(1, 32) if s not in NOT_FORWARDED | JOB_CONTROL]
 
 
@@ -19,7 +23,7 @@ def _name(signum: int) -> str:
 
 @pytest.mark.pid1
 def test_every_normal_signal_reaches_the_command_as_pid1() -> None:
-    """Signals 1-31 except KILL, STOP, CHLD and job control are each forwarded, in order."""
+    """Signals 1-31 but KILL, STOP, CHLD, PIPE, faults and job control are forwarded, in order."""
     with Supervised(child("signal_echo.py")) as supervised:
         supervised.expect("child ready")
         for signum in NORMAL_SIGNALS:
