@@ -73,7 +73,7 @@ def test_ctrl_z_stops_the_job_and_fg_resumes_the_command(terminal: Terminal) -> 
     """
     terminal.expect("$ ")
     terminal.type(f"{PYTHON} {HARNESS} -- cat\n")
-    terminal.expect("harness INFO started ['cat']")
+    terminal.expect("info: started ['cat']")
     terminal.type("first-line\n")
     terminal.expect("first-line\r\nfirst-line\r\n")  # the terminal's echo, then cat's copy
     terminal.type("\x1a")  # Ctrl-Z
