@@ -36,7 +36,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--signal-group", action="store_true")
     parser.add_argument("--term-delay", type=float, default=0.0)
     parser.add_argument("--stop-grace-period", type=float, default=10.0)
-    parser.add_argument("--leftover-grace-period", type=float, default=0.0)
+    parser.add_argument("--leftover-grace-period", type=float)
     parser.add_argument("--rewrite", action="append", default=[])
     parser.add_argument("--no-kill-group", action="store_true")
     parser.add_argument("--request-stop-when")
@@ -65,13 +65,17 @@ def main(argv: Sequence[str]) -> int:
     for item in flags.rewrite:
         received, _, delivered = item.partition(":")
         rewrite[signal_from_name(received)] = 0 if delivered == "0" else signal_from_name(delivered)
+    # Only when given: the harness also runs against older versions of the supervisor.
+    leftovers = {}
+    if flags.leftover_grace_period is not None:
+        leftovers["leftover_grace_period"] = flags.leftover_grace_period
     options = SupervisorOptions(
         signal_group=flags.signal_group,
         term_delay=flags.term_delay,
         stop_grace_period=flags.stop_grace_period,
         rewrite=rewrite,
         kill_group_on_exit=not flags.no_kill_group,
-        leftover_grace_period=flags.leftover_grace_period,
+        **leftovers,
     )
     done = threading.Event()
     with SignalPipe() as signals:
