@@ -21,6 +21,7 @@ from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 from marketplace_entitlement.entitlement._reregister import Reregistration
+from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
 from marketplace_entitlement.supervision._supervisor import (
     CommandError,
@@ -32,7 +33,7 @@ from marketplace_entitlement.supervision._supervisor import (
 logger = logging.getLogger(__name__)
 
 # Signals that end the wrapper while it is still registering (CMD has not started yet).
-SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+SHUTDOWN_SIGNALS = SHUTDOWN
 
 
 def gate_interruptibly(
