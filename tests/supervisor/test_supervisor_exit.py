@@ -96,10 +96,11 @@ def test_an_invalid_success_exit_code_is_a_configuration_error(aws_env: dict[str
     assert "MARKETPLACE_SUCCESS_EXIT_CODES" in result.stderr
 
 
-# The parent of ``run``: starts it, prints its pid, then waits for the test to kill it.
+# The parent of ``run``: starts it, prints its pid, then waits for the test to kill it. ``run`` and
+# CMD share the test's stdin pipe, which stays open after the parent dies (CMD exits at its end).
 _PARENT = """
 import subprocess, sys
-wrapper = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE)
+wrapper = subprocess.Popen(sys.argv[1:])
 print(wrapper.pid, flush=True)
 sys.stdin.read()
 """
