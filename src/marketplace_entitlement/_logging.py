@@ -114,7 +114,7 @@ class StderrHandler(logging.Handler):
                     target=self._write_forever, name="marketplace-log-writer", daemon=True
                 )
                 self._writer.start()
-            self._ready.notify()
+            self._ready.notify_all()  # the writer, and not only a flush() waiting
 
     def flush(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
         """Wait until the queued lines are written, for at most ``timeout`` seconds."""
