@@ -217,7 +217,7 @@ def parse_signal(value: str, variable: str) -> int:
         signum = 0
     if signum == 0 or signum in UNCATCHABLE:
         raise ConfigurationError(
-            f"{variable}: {value.strip()!r} is not a signal name like TERM or KILL",
+            f"{variable}: {value.strip()!r} is not a catchable signal (a name like TERM or HUP)",
             variable=variable,
         )
     return signum

@@ -87,13 +87,28 @@ def test_success_exit_codes_are_reported_as_zero(
     assert result.returncode == reported, result.stderr
 
 
-def test_an_invalid_success_exit_code_is_a_configuration_error(aws_env: dict[str, str]) -> None:
-    """``MARKETPLACE_SUCCESS_EXIT_CODES=300`` is refused with 78, naming the variable."""
-    env = {**aws_env, "MARKETPLACE_SUCCESS_EXIT_CODES": "0,300"}
-    argv = [*entrypoint_argv([]), "--", "true"]
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MARKETPLACE_SUCCESS_EXIT_CODES", "0,300"),
+        ("MARKETPLACE_SUCCESS_EXIT_CODES", "143;130"),
+        ("MARKETPLACE_PARENT_DEATH_SIGNAL", "KILL"),
+        ("MARKETPLACE_PARENT_DEATH_SIGNAL", "SIGNOPE"),
+        ("MARKETPLACE_LEFTOVER_GRACE_PERIOD", "-1s"),
+    ],
+)
+def test_invalid_supervision_settings_are_configuration_errors(
+    aws_env: dict[str, str], variable: str, value: str
+) -> None:
+    """A bad exit-code list, an unknown or uncatchable signal, a bad duration: 78, naming it.
+
+    CMD never runs.
+    """
+    env = {**aws_env, variable: value}
+    argv = [*entrypoint_argv([]), "--", "sh", "-c", "exit 0"]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 78
-    assert "MARKETPLACE_SUCCESS_EXIT_CODES" in result.stderr
+    assert variable in result.stderr
 
 
 # The parent of ``run``: starts it, prints its pid, then waits for the test to kill it. ``run`` and
