@@ -95,10 +95,13 @@ def test_exit_code_table_matches_the_code() -> None:
 
 def test_all_is_complete_and_sorted() -> None:
     """``__all__`` lists every public name the package defines, sorted, and nothing missing."""
+    # dir(), not vars(): public names are loaded on first access (PEP 562), and dir() lists them all.
     public = {
         name
-        for name, value in vars(marketplace_entitlement).items()
-        if name[0].isalpha() and name != "annotations" and not isinstance(value, ModuleType)
+        for name in dir(marketplace_entitlement)
+        if name[0].isalpha()
+        and name != "annotations"
+        and not isinstance(getattr(marketplace_entitlement, name), ModuleType)
     }
     exported = set(marketplace_entitlement.__all__) - {"__version__"}
     assert public == exported

@@ -1,31 +1,40 @@
 """Prove a paid AWS Marketplace container is entitled at startup; keep Metering informed.
 
 Importing this package has no side effects: no client is created, no thread started, no logging
-configured.
+configured. Its public names are loaded on first use (PEP 562), so that the console script can
+block signals before botocore and the rest are imported (see ``_boot``).
 """
 
 from __future__ import annotations
 
-from marketplace_entitlement._errors import (
-    ClaimMismatchError,
-    ConfigurationError,
-    EntitlementError,
-    InvalidSignatureError,
-    MalformedTokenError,
-    NotEntitledError,
-    RegistrationInterrupted,
-    ServiceConfigurationError,
-    ServiceUnavailableError,
-    VerificationError,
-)
-from marketplace_entitlement._settings import Settings, load_settings
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
 from marketplace_entitlement._version import __version__
-from marketplace_entitlement.entitlement._gate import (
-    Entitlement,
-    check_entitlement,
-    require_entitlement,
-)
-from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
+
+if TYPE_CHECKING:
+    from marketplace_entitlement._errors import (
+        ClaimMismatchError,
+        ConfigurationError,
+        EntitlementError,
+        InvalidSignatureError,
+        MalformedTokenError,
+        NotEntitledError,
+        RegistrationInterrupted,
+        ServiceConfigurationError,
+        ServiceUnavailableError,
+        VerificationError,
+    )
+    from marketplace_entitlement._settings import Settings, load_settings
+    from marketplace_entitlement.entitlement._gate import (
+        Entitlement,
+        check_entitlement,
+        require_entitlement,
+    )
+    from marketplace_entitlement.entitlement._reregister import (
+        Reregistration,
+        start_reregistration,
+    )
 
 __all__ = [
     "ClaimMismatchError",
@@ -48,7 +57,43 @@ __all__ = [
     "start_reregistration",
 ]
 
-for _name in __all__:
-    if _name != "__version__":
-        globals()[_name].__module__ = __name__
-del _name
+# Where each public name lives; loaded on first access and re-exported with ``__module__`` set to
+# the package, so tracebacks and reprs show the public path.
+_LAZY: dict[str, str] = {
+    "ClaimMismatchError": "marketplace_entitlement._errors",
+    "ConfigurationError": "marketplace_entitlement._errors",
+    "EntitlementError": "marketplace_entitlement._errors",
+    "InvalidSignatureError": "marketplace_entitlement._errors",
+    "MalformedTokenError": "marketplace_entitlement._errors",
+    "NotEntitledError": "marketplace_entitlement._errors",
+    "RegistrationInterrupted": "marketplace_entitlement._errors",
+    "ServiceConfigurationError": "marketplace_entitlement._errors",
+    "ServiceUnavailableError": "marketplace_entitlement._errors",
+    "VerificationError": "marketplace_entitlement._errors",
+    "Settings": "marketplace_entitlement._settings",
+    "load_settings": "marketplace_entitlement._settings",
+    "Entitlement": "marketplace_entitlement.entitlement._gate",
+    "check_entitlement": "marketplace_entitlement.entitlement._gate",
+    "require_entitlement": "marketplace_entitlement.entitlement._gate",
+    "Reregistration": "marketplace_entitlement.entitlement._reregister",
+    "start_reregistration": "marketplace_entitlement.entitlement._reregister",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load a public name on first access (PEP 562) and cache it in the package namespace."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    value.__module__ = __name__
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names, loaded or not, plus what the namespace holds already."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
+del TYPE_CHECKING  # only for the type checker; not a public name

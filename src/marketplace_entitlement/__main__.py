@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marketplace_entitlement._cli import console_main
+from marketplace_entitlement._boot import console_main
 
 if __name__ == "__main__":
     console_main()

@@ -166,7 +166,8 @@ def console_main() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        # None: the fd was closed when Python started (``2>&-``); that is not CMD's status.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
     if "coverage" in sys.modules:
         sys.exit(code)

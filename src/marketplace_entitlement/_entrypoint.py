@@ -14,27 +14,37 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from marketplace_entitlement import _boot, _env
 from marketplace_entitlement._client import MeteringClient
 from marketplace_entitlement._errors import EntitlementError, RegistrationInterrupted
 from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 from marketplace_entitlement.entitlement._reregister import Reregistration
+from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
 from marketplace_entitlement.supervision._supervisor import (
     CommandError,
     Supervisor,
     SupervisorOptions,
+    set_parent_death_signal,
 )
 
 logger = logging.getLogger(__name__)
 
 # Signals that end the wrapper while it is still registering (CMD has not started yet).
-SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+SHUTDOWN_SIGNALS = SHUTDOWN
 
 
-def gate_interruptibly(gate: Gate, signals: SignalPipe) -> Entitlement:
-    """Run ``gate.check`` in a worker thread; a shutdown signal raises RegistrationInterrupted."""
+def gate_interruptibly(
+    gate: Gate, signals: SignalPipe, held: list[int] | None = None
+) -> Entitlement:
+    """Run ``gate.check`` in a worker thread; a shutdown signal raises RegistrationInterrupted.
+
+    Any other signal (but SIGCHLD) is appended to ``held``, once per kind as the kernel keeps a
+    pending signal, to be delivered to CMD once it starts (as tini and dumb-init, which block
+    signals until the child exists, do); without ``held`` (``check``) it is ignored.
+    """
     stop = threading.Event()
     outcome: list[Entitlement | BaseException] = []
 
@@ -53,6 +63,13 @@ def gate_interruptibly(gate: Gate, signals: SignalPipe) -> Entitlement:
                 stop.set()
                 raise RegistrationInterrupted(
                     f"{signal_name(signum)} received while registering; not starting", signum=signum
+                )
+            if signum != signal.SIGCHLD and held is not None and signum not in held:
+                held.append(signum)
+                logger.debug(
+                    "received %s while registering; it goes to the command once it starts",
+                    signal_name(signum),
+                    extra={"event": "signal.held", "signal": signal_name(signum)},
                 )
     result = outcome[0]
     if isinstance(result, BaseException):
@@ -88,14 +105,19 @@ def log_refusal(error: EntitlementError) -> None:
 
 
 def _pass_gate(
-    gate: Gate, signals: SignalPipe, status: StatusFile | None, *, reregister: bool
+    gate: Gate,
+    signals: SignalPipe,
+    status: StatusFile | None,
+    *,
+    reregister: bool,
+    held: list[int] | None = None,
 ) -> Entitlement | int:
     """Run the gate; record the outcome in the status file; an int is the refusal's exit code.
 
     ``reregister`` says whether a next attempt will follow (``run``) or not (``check``).
     """
     try:
-        entitlement = gate_interruptibly(gate, signals)
+        entitlement = gate_interruptibly(gate, signals, held)
     except EntitlementError as error:
         if status is not None and not isinstance(error, RegistrationInterrupted):
             status.record_failure(error, at=time.time(), next_attempt=None)
@@ -130,6 +152,7 @@ def supervisor_options(settings: Settings) -> SupervisorOptions:
         term_delay=settings.term_delay,
         stop_grace_period=settings.stop_grace_period,
         rewrite=dict(settings.signal_rewrite),
+        leftover_grace_period=settings.leftover_grace_period,
     )
 
 
@@ -140,7 +163,10 @@ def run_entrypoint(
     status = _status_file(settings)
     gate = Gate(settings, client)
     with SignalPipe() as signals:
-        outcome = _pass_gate(gate, signals, status, reregister=True)
+        if settings.parent_death_signal is not None:
+            set_parent_death_signal(settings.parent_death_signal, _boot.parent_at_start)
+        held: list[int] = []
+        outcome = _pass_gate(gate, signals, status, reregister=True, held=held)
         if isinstance(outcome, int):
             return outcome
         supervisor = Supervisor(command, supervisor_options(settings), signals)
@@ -151,10 +177,15 @@ def run_entrypoint(
             return error.exit_code
         stopped_for: list[EntitlementError] = []
         reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
+
+        def abandon_reregistration() -> None:
+            # Exit at once: a round in flight is abandoned, its outcome neither logged nor recorded.
+            reregistration.stop(timeout=0)
+
         try:
-            code = supervisor.run()
+            code = supervisor.run(held=held, on_exit=abandon_reregistration)
         finally:
-            reregistration.stop(timeout=1.0)
+            abandon_reregistration()
     if stopped_for:
         logger.error(
             "stopped the command because re-registration failed (policy 'stop'); exiting %d",
@@ -162,6 +193,14 @@ def run_entrypoint(
             extra={"event": "entrypoint.stopped", "child_status": code},
         )
         return stopped_for[0].exit_code
+    if code in settings.success_exit_codes:
+        logger.info(
+            "the command exited with status %d, reported as 0 (%s)",
+            code,
+            _env.SUCCESS_EXIT_CODES,
+            extra={"event": "entrypoint.status_remapped", "child_status": code},
+        )
+        return 0
     return code
 
 

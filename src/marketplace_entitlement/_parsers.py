@@ -289,3 +289,32 @@ def parse_signal_rewrite(value: str, variable: str) -> tuple[tuple[int, int], ..
                 variable=variable,
             ) from None
     return tuple(pairs)
+
+
+def parse_exit_codes(value: str, variable: str) -> tuple[int, ...]:
+    """Parse comma-separated exit statuses 0-255 (``143,130``); an empty list is none."""
+    codes: list[int] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        if not item.isdigit() or int(item) > 255:  # 255: the largest exit status
+            raise ConfigurationError(
+                f"{variable}: {item!r} is not an exit status (0-255); use a list like 143,130",
+                variable=variable,
+            )
+        codes.append(int(item))
+    return tuple(sorted(set(codes)))
+
+
+def parse_signal(value: str, variable: str) -> int:
+    """Parse one catchable signal by name or number: ``TERM``, ``SIGTERM``, ``15``."""
+    from marketplace_entitlement.supervision._signals import UNCATCHABLE, signal_from_name  # noqa: PLC0415  (no cycle)
+
+    try:
+        signum = signal_from_name(value)
+    except ValueError:
+        signum = 0
+    if signum == 0 or signum in UNCATCHABLE:
+        raise ConfigurationError(
+            f"{variable}: {value.strip()!r} is not a catchable signal (a name like TERM or HUP)",
+            variable=variable,
+        )
+    return signum

@@ -24,9 +24,11 @@ from marketplace_entitlement._parsers import (
     parse_bool,
     parse_choice,
     parse_duration,
+    parse_exit_codes,
     parse_positive_int,
     parse_product_code,
     parse_public_key,
+    parse_signal,
     parse_signal_rewrite,
     read_public_key_file,
 )
@@ -124,6 +126,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_max_age", _env.STATUS_MAX_AGE, parse_duration, None,
            "2 x interval + register timeout",
            "how old the last successful registration may be for `probe` to pass"),
+    Option("leftover_grace_period", _env.LEFTOVER_GRACE_PERIOD, parse_duration, 0.0, "0",
+           "after CMD exits, how long the rest of its process group gets after SIGTERM before "
+           "SIGKILL; `0` sends SIGTERM and exits at once", for_run_only=True),
+    Option("success_exit_codes", _env.SUCCESS_EXIT_CODES, parse_exit_codes, (), "none",
+           "CMD exit statuses to report as 0, comma-separated (`143` for an app that exits 143 "
+           "on SIGTERM), like tini -e", for_run_only=True),
+    Option("parent_death_signal", _env.PARENT_DEATH_SIGNAL, parse_signal, None, "none",
+           "signal `run` gets (and forwards to CMD) when the process that started it dies, like "
+           "tini -p: `TERM`", for_run_only=True),
 )  # fmt: skip
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
@@ -148,6 +159,9 @@ class Settings:
     signal_group: bool = False
     signal_rewrite: tuple[tuple[int, int], ...] = ()
     status_max_age: float | None = None
+    leftover_grace_period: float = 0.0
+    success_exit_codes: tuple[int, ...] = ()
+    parent_death_signal: int | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
     pinned_by: str | None = None
@@ -271,7 +285,13 @@ def load_settings(
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     pinned = _pin.combine(pin, _pin.read_pin_file())
     values = {option.name: _resolve(option, explicit.get(option.name), env) for option in OPTIONS}
-    for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
+    for name in (
+        "register_timeout",
+        "reregister_interval",
+        "stop_grace_period",
+        "term_delay",
+        "leftover_grace_period",
+    ):
         values[name] = check_duration(values[name], OPTIONS_BY_NAME[name].variable)
     if values["status_max_age"] is not None:
         values["status_max_age"] = check_duration(values["status_max_age"], _env.STATUS_MAX_AGE)

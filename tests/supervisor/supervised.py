@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ def child(script: str, *args: str) -> list[str]:
 
 
 # Flags only the harness has: hooks into the supervisor that the real command line does not expose.
-HARNESS_ONLY_FLAGS = frozenset({"--request-stop-when", "--no-kill-group"})
+HARNESS_ONLY_FLAGS = frozenset({"--request-stop-when", "--no-kill-group", "--crash-when"})
 
 
 @functools.cache
@@ -101,7 +101,7 @@ def entrypoint_argv(flags: Sequence[str]) -> list[str]:
         flag = remaining.pop(0)
         if flag == "--signal-group":
             options += ["--signal-group", "true"]
-        elif flag in ("--term-delay", "--stop-grace-period"):
+        elif flag in ("--term-delay", "--stop-grace-period", "--leftover-grace-period"):
             options += [flag, remaining.pop(0)]
         elif flag == "--rewrite":
             rewrites.append(remaining.pop(0))
@@ -116,32 +116,46 @@ class Supervised:
     """``command`` supervised as PID 1 (``pid1=True``) or as a plain child.
 
     The supervisor is the real ``marketplace-entitlement run`` (which first passes the entitlement
-    gate against an emulator), unless a flag only the harness has is used.
+    gate against an emulator), unless a flag only the harness has is used. ``env`` replaces the
+    real entrypoint's environment; ``options`` are more ``run`` options; ``wrap`` goes between
+    ``unshare`` and the supervisor (``setpriv ...``); ``stderr`` (a file descriptor) replaces the
+    stderr pipe that :attr:`stderr` reads.
     """
 
-    def __init__(self, command: Sequence[str], *flags: str, pid1: bool = True) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *flags: str,
+        pid1: bool = True,
+        env: dict[str, str] | None = None,
+        options: Sequence[str] = (),
+        wrap: Sequence[str] = (),
+        stderr: int | None = None,
+    ) -> None:
         if pid1:
             skip_unless_pid1()
         prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] if pid1 else []
         self.pid1 = pid1
         self.real_entrypoint = not HARNESS_ONLY_FLAGS.intersection(flags)
         if self.real_entrypoint:
-            program, environment = entrypoint_argv(flags), entrypoint_environment()
+            program = [*entrypoint_argv(flags), *options]
+            environment = entrypoint_environment() if env is None else env
         else:
             program, environment = [PYTHON, str(HARNESS), *flags], dict(os.environ)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
         self.process = subprocess.Popen(
-            [*prefix, *program, "--", *command],
+            [*prefix, *wrap, *program, "--", *command],
             stdin=subprocess.PIPE,  # the echo children run until it closes
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr is None else stderr,
             text=True,
             env=environment,
         )
         self._stderr_lines: list[str] = []
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._stderr_reader.start()
+        if stderr is None:
+            self._stderr_reader.start()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._supervisor_pid: int | None = None
 
@@ -224,7 +238,8 @@ class Supervised:
             self.process.kill()
             self.process.wait()
             raise
-        self._stderr_reader.join(timeout)
+        if self._stderr_reader.is_alive():
+            self._stderr_reader.join(timeout)
         return code
 
     def rest_of_stdout(self) -> list[str]:
@@ -255,6 +270,8 @@ class Supervised:
         self.close_stdin()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.process.stderr is not None and not self._stderr_reader.is_alive():
+            self.process.stderr.close()
 
 
 def _child_of(parent: int) -> int | None:
@@ -270,6 +287,15 @@ def _child_of(parent: int) -> int | None:
         if int(fields[1]) == parent:
             return int(entry)
     return None
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` (test code may poll) until it holds; fail naming ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.01)
 
 
 def run(command: Sequence[str], *flags: str, pid1: bool = True) -> tuple[int, str, str]:
@@ -289,4 +315,13 @@ def alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["PYTHON", "Supervised", "alive", "child", "run", "skip_unless_pid1"]
+__all__ = [
+    "PYTHON",
+    "Supervised",
+    "alive",
+    "child",
+    "entrypoint_environment",
+    "run",
+    "skip_unless_pid1",
+    "wait_until",
+]

@@ -73,3 +73,14 @@ def test_script_with_missing_interpreter_exits_126(tmp_path: Path) -> None:
     status, _, stderr = run([str(script)], pid1=False)
     assert status == 126
     assert "interpreter" in stderr
+
+
+@pytest.mark.pid1
+def test_script_without_shebang_runs_with_bin_sh(tmp_path: Path) -> None:
+    """A script with no #! line runs with /bin/sh (as execvp does) and exits with its own status."""
+    script = tmp_path / "no-shebang"
+    script.write_text('echo "ran with $1"\nexit 4\n')
+    script.chmod(0o755)
+    status, stdout, _ = run([str(script), "an-argument"])
+    assert status == 4
+    assert stdout == "ran with an-argument"

@@ -123,6 +123,8 @@ class Reregistration:
                 )
             )
             return
+        if self._stop.is_set():  # stopped while the call was in flight: its outcome is moot
+            return
         logger.info(
             "re-registration %d succeeded",
             self.rounds,

@@ -19,11 +19,18 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Final, TypeAlias
 
-__all__ = ["UNCATCHABLE", "SignalPipe", "catchable_signals", "signal_from_name", "signal_name"]
+from marketplace_entitlement.supervision._signal_sets import FORWARDED, UNCATCHABLE
+
+__all__ = [
+    "UNCATCHABLE",
+    "SignalPipe",
+    "catchable_signals",
+    "handled_signals",
+    "signal_from_name",
+    "signal_name",
+]
 
 _Handler: TypeAlias = "Callable[[int, FrameType | None], object] | int | signal.Handlers | None"
-
-UNCATCHABLE: Final = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
 # A 0 byte in the pipe is a notify(): no signal has number 0.
 _NOTIFY: Final = b"\0"
@@ -39,12 +46,21 @@ def catchable_signals() -> list[int]:
     return sorted(int(s) for s in signal.valid_signals() if s not in UNCATCHABLE)
 
 
+def handled_signals() -> list[int]:
+    """The signals :class:`SignalPipe` catches: all catchable ones but faults and SIGPIPE."""
+    return sorted(int(s) for s in FORWARDED)
+
+
 def _record(signum: int, frame: FrameType | None) -> None:
     """Do nothing: the interpreter has already written ``signum`` to the wakeup fd."""
 
 
 class SignalPipe:
-    """Installs a handler for every catchable signal that only records it.
+    """Installs a handler that only records it for every signal the wrapper forwards.
+
+    Fault signals and SIGPIPE are left alone (see ``_signal_sets``). Once the handlers exist, the
+    signals are unblocked: any that arrived while the console script's boot had them blocked are
+    delivered then, so nothing sent during startup is lost.
 
     Recording is :func:`signal.set_wakeup_fd` on a non-blocking self-pipe; the handlers themselves
     do nothing, so one loop in the main thread does the work. Use it as a context manager, entered
@@ -67,9 +83,10 @@ class SignalPipe:
             self._previous_wakeup_fd = signal.set_wakeup_fd(
                 self._write_fd, warn_on_full_buffer=False
             )
-            for signum in catchable_signals():
+            for signum in handled_signals():
                 self._previous_handlers[signum] = signal.getsignal(signum)
                 signal.signal(signum, _record)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled_signals())
         except BaseException:
             self.__exit__()
             raise

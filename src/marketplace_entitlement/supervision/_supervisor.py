@@ -1,9 +1,15 @@
 """Run CMD as the child of a good PID 1: forward signals, reap every zombie, pass its status on.
 
 One loop in the main thread does all the work (the signal handlers only record, see ``_signals``):
-it forwards each signal received to the child, reaps with ``waitpid(-1, WNOHANG)`` whenever SIGCHLD
-arrives (orphans included), and returns the child's exit status, or 128+N when signal N killed it.
-While idle it blocks in ``select`` with no timeout. The README section "Supervision" describes the behaviour.
+it forwards each signal received to the child, reaps with ``waitpid(-1, WNOHANG | __WNOTHREAD)``
+whenever SIGCHLD arrives, and returns the child's exit status, or 128+N when signal N killed it.
+While idle it blocks in ``select`` with no timeout. docs/supervision.md describes the behaviour.
+
+Reaping never takes a status that belongs to another thread: ``__WNOTHREAD`` limits the wait to
+children of the main thread, which are CMD (spawned by this thread) and every orphan (the kernel
+re-parents orphans to the thread that spawned their ancestor, or to PID 1's main thread). Children
+that other threads start and wait for themselves (botocore's ``credential_process`` helpers, run by
+the gate and re-registration threads) are never touched.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from marketplace_entitlement import _exit_codes
 from marketplace_entitlement._errors import CommandError, CommandNotExecutable, CommandNotFound
+from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, catchable_signals, signal_name
 
 __all__ = [
@@ -31,13 +38,19 @@ __all__ = [
     "CommandNotFound",
     "Supervisor",
     "SupervisorOptions",
+    "exec_environment",
+    "set_parent_death_signal",
 ]
 
 logger = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG: Final = 1
 PR_SET_CHILD_SUBREAPER: Final = 36
-# After the main child exits: SIGTERM what is left of its group, wait this long, then SIGKILL.
-LEFTOVER_GRACE_PERIOD: Final = 2.0
+# Linux: wait only for children of the calling thread (not in the os module; <linux/wait.h>).
+_WNOTHREAD: Final = 0x20000000
+# After the main child exits: SIGTERM what is left of its group; by default exit at once (as
+# dumb-init does; as PID 1 the kernel then SIGKILLs the rest of the namespace).
+LEFTOVER_GRACE_PERIOD: Final = 0.0
 # After that SIGKILL, how long to wait for the group to disappear before giving up with a warning.
 _LEFTOVER_KILL_WAIT: Final = 2.0
 # Cleanup only (never while idle): how often to look again for group members that are not our
@@ -47,10 +60,8 @@ _CLEANUP_RECHECK: Final = 0.05
 _JOB_CONTROL_STOPS: Final = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 # Signals that ask a process to end. A stopped child cannot act on them, so they are followed by
 # SIGCONT (in a container nothing else would ever resume it).
-_SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP})
-# Forwarded at debug level: a terminal being resized sends a stream of them.
-_QUIET_SIGNALS: Final = frozenset({signal.SIGWINCH})
-_WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED
+_SHUTDOWN_SIGNALS: Final = SHUTDOWN
+_WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED | _WNOTHREAD
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class SupervisorOptions:
     """How the supervisor treats signals and the child's process group.
 
     ``rewrite`` maps a received signal to the one delivered instead; mapping to 0 drops it.
+    ``leftover_grace_period``: after CMD exits, how long the rest of its group may take to exit
+    after SIGTERM before SIGKILL; 0 sends SIGTERM and does not wait.
     """
 
     signal_group: bool = False
@@ -65,10 +78,15 @@ class SupervisorOptions:
     stop_grace_period: float = 10.0
     rewrite: Mapping[int, int] = field(default_factory=dict)
     kill_group_on_exit: bool = True
+    leftover_grace_period: float = LEFTOVER_GRACE_PERIOD
 
     def __post_init__(self) -> None:
         if self.term_delay < 0:
             raise ValueError(f"term_delay must be >= 0, not {self.term_delay}")
+        if self.leftover_grace_period < 0:
+            raise ValueError(
+                f"leftover_grace_period must be >= 0, not {self.leftover_grace_period}"
+            )
         if self.stop_grace_period < 0:
             raise ValueError(f"stop_grace_period must be >= 0, not {self.stop_grace_period}")
         valid = signal.valid_signals()
@@ -80,8 +98,9 @@ class SupervisorOptions:
 class Supervisor:
     """Starts CMD in its own process group and supervises it until it exits.
 
-    All children of this process are the supervisor's: it reaps them with ``waitpid(-1)``, so
-    nothing else in the process may rely on waiting for its own child processes.
+    Use it from the main thread only: the children of the main thread (CMD and the orphans) are
+    the supervisor's to reap; children of other threads are left to the threads that started them.
+    ``env`` defaults to the environment the process was started with (:func:`exec_environment`).
     """
 
     def __init__(
@@ -97,7 +116,7 @@ class Supervisor:
         self._argv = list(argv)
         self._options = options
         self._signals = signals
-        self._env = dict(os.environ if env is None else env)
+        self._env = dict(exec_environment() if env is None else env)
         self._pid: int | None = None
         self._status: int | None = None
         self._child_stopped = False
@@ -107,6 +126,8 @@ class Supervisor:
         self._stop_handled = False
         self._term_at: float | None = None  # when a delayed SIGTERM is due (monotonic)
         self._kill_at: float | None = None  # when request_stop()'s SIGKILL is due (monotonic)
+        self._on_exit: Callable[[], None] | None = None
+        self._warned_eperm = False
 
     @property
     def pid(self) -> int | None:
@@ -126,22 +147,37 @@ class Supervisor:
             _become_subreaper()
         command = self._argv[0]
         try:
-            self._pid = os.posix_spawnp(
-                command,
-                self._argv,
-                self._env,
-                setpgroup=0,
-                setsigdef=catchable_signals(),
-                setsigmask=(),
-            )
+            try:
+                self._pid = self._spawn(command, self._argv)
+            except OSError as error:
+                if error.errno != errno.ENOEXEC:
+                    raise
+                # No #! line: run it with /bin/sh, as execvp() does (and so tini and dumb-init).
+                found = command if "/" in command else shutil.which(command, path=self._path)
+                self._pid = self._spawn("/bin/sh", ["/bin/sh", found or command, *self._argv[1:]])
         except OSError as error:
-            raise _command_error(command, error, self._env.get("PATH")) from error
+            raise _command_error(command, error, self._path) from error
         self._hand_terminal_to_child()
         logger.info(
             "started %s as pid %d",
             self._argv,
             self._pid,
             extra={"event": "command.started", "child_pid": self._pid, "argv": self._argv},
+        )
+
+    @property
+    def _path(self) -> str | None:
+        return self._env.get("PATH", os.defpath)
+
+    def _spawn(self, program: str, argv: list[str]) -> int:
+        """posix_spawnp in CMD's own group, default signal actions, nothing blocked."""
+        return os.posix_spawnp(
+            program,
+            argv,
+            self._env,
+            setpgroup=0,
+            setsigdef=catchable_signals(),
+            setsigmask=(),
         )
 
     def request_stop(self, reason: str) -> None:
@@ -155,10 +191,17 @@ class Supervisor:
                 self._stop_reason = reason
         self._signals.notify()
 
-    def run(self) -> int:
-        """Supervise until the child exits; return its status, or 128+N if signal N killed it."""
+    def run(self, *, held: Sequence[int] = (), on_exit: Callable[[], None] | None = None) -> int:
+        """Supervise until the child exits; return its status, or 128+N if signal N killed it.
+
+        ``held``: signals received before CMD existed, delivered first as if they arrived now.
+        ``on_exit`` is called once, as soon as CMD's status is known, before anything is logged.
+        """
         if self._pid is None:
             raise RuntimeError("start() the command before run()")
+        self._on_exit = on_exit
+        for signum in held:
+            self._on_signal(signum)
         self._reap()
         while self._status is None:
             deadlines = [d for d in (self._term_at, self._kill_at) if d is not None]
@@ -225,8 +268,10 @@ class Supervisor:
             self._signal_group(delivered)
         else:
             self._kill(delivered)
+        # Only the signals that end CMD are worth an INFO line; the rest (SIGWINCH from a terminal
+        # being resized, SIGCONT on `fg`, SIGUSR1...) would interleave with a full-screen app.
         logger.log(
-            logging.DEBUG if delivered in _QUIET_SIGNALS else logging.INFO,
+            logging.INFO if delivered in _SHUTDOWN_SIGNALS else logging.DEBUG,
             "forwarded %s to %s %d",
             signal_name(delivered),
             "process group" if self._options.signal_group else "pid",
@@ -244,12 +289,15 @@ class Supervisor:
             self._signal_group(signal.SIGCONT)
 
     def _kill(self, signum: int) -> bool:
-        """Signal the main child while it is unreaped; False when it is gone."""
+        """Signal the main child while it is unreaped; False when it is gone or not ours to signal."""
         if self._pid is None or self._status is not None:
             return False
         try:
             os.kill(self._pid, signum)
         except ProcessLookupError:
+            return False
+        except PermissionError:
+            self._not_permitted(signum)
             return False
         return True
 
@@ -261,7 +309,21 @@ class Supervisor:
             os.killpg(self._pid, signum)
         except ProcessLookupError:
             return self._kill(signum)
+        except PermissionError:
+            self._not_permitted(signum)
+            return False
         return True
+
+    def _not_permitted(self, signum: int) -> None:
+        """EPERM (CMD changed its user, e.g. a setuid program): log it, keep supervising."""
+        logger.log(
+            logging.DEBUG if self._warned_eperm else logging.WARNING,
+            "not permitted to send %s to the command (it runs as another user now); "
+            "still supervising it",
+            signal_name(signum),
+            extra={"event": "signal.not_permitted", "signal": signal_name(signum)},
+        )
+        self._warned_eperm = True
 
     def _take_stop_request(self) -> bool:
         """Act on a request_stop() once: SIGTERM (and SIGCONT) to the group. True if it acted."""
@@ -301,6 +363,8 @@ class Supervisor:
                     logger.info("the command was continued")
             elif is_main:
                 self._status = _exit_status(status)
+                if self._on_exit is not None:
+                    self._on_exit()
                 logger.info(
                     "the command exited with status %d",
                     self._status,
@@ -328,7 +392,7 @@ class Supervisor:
             logger.debug("the command was stopped by %s before it held the terminal", name)
             self._signal_group(signal.SIGCONT)
             return
-        if signum in _JOB_CONTROL_STOPS and self._is_interactive():
+        if signum in _JOB_CONTROL_STOPS and self._job_control_shell_is_parent():
             # Under a job-control shell, stop too, so the shell sees the job stopped and takes
             # its terminal back; its SIGCONT on `fg` is forwarded (after handing the terminal back).
             logger.info("the command was stopped by %s; stopping too", name)
@@ -340,9 +404,28 @@ class Supervisor:
             name,
         )
 
-    def _is_interactive(self) -> bool:
-        """True when not PID 1 and stdin is a terminal: a job-control shell may be our parent."""
-        return not self._is_init and os.isatty(0)
+    def _job_control_shell_is_parent(self) -> bool:
+        """True only when a job-control shell started us, so stopping ourselves is safe.
+
+        Such a shell gives each job its own process group (we lead ours), stays in another group
+        of the same session, on the same terminal, and resumes the job on `fg`. An init (tini,
+        ``docker run --init``), sshd (we lead our session under ``ssh -t``), ``script`` or a
+        shell without job control (we share its group) would never resume us.
+        """
+        if self._is_init or not os.isatty(0):
+            return False
+        parent = os.getppid()
+        if parent <= 1:
+            return False
+        try:
+            return (
+                os.getpgrp() == os.getpid()
+                and os.getsid(0) == os.getsid(parent)
+                and os.getpgid(parent) != os.getpgrp()
+                and os.tcgetpgrp(0) > 0  # stdin is our controlling terminal (else ENOTTY)
+            )
+        except OSError:
+            return False
 
     def _child_holds_terminal(self) -> bool:
         """True when stdin is a terminal whose foreground process group is the command's."""
@@ -368,14 +451,21 @@ class Supervisor:
         self._reap()
         if not _group_exists(self._pid):
             return
-        logger.info(
-            "the command exited; sending SIGTERM to the rest of its process group, "
-            "SIGKILL in %.3g s",
-            LEFTOVER_GRACE_PERIOD,
-        )
+        grace = self._options.leftover_grace_period
         self._signal_group(signal.SIGTERM)
         self._signal_group(signal.SIGCONT)
-        if self._wait_group_gone(LEFTOVER_GRACE_PERIOD):
+        if grace <= 0:
+            logger.info(
+                "the command exited; sent SIGTERM to the rest of its process group, not waiting",
+                extra={"event": "leftovers.terminated"},
+            )
+            return
+        logger.info(
+            "the command exited; sent SIGTERM to the rest of its process group, SIGKILL in %.3g s",
+            grace,
+            extra={"event": "leftovers.terminated"},
+        )
+        if self._wait_group_gone(grace):
             return
         logger.warning("processes of the command's group outlived SIGTERM; sending SIGKILL")
         self._signal_group(signal.SIGKILL)
@@ -437,6 +527,46 @@ def _command_error(command: str, error: OSError, path: str | None) -> CommandErr
         command=command,
         hint="check that it is an executable file (chmod +x) with a valid #! line",
     )
+
+
+def exec_environment() -> dict[str, str]:
+    """The environment this process was started with, exactly (for CMD).
+
+    ``os.environ`` is not it: Python's locale coercion adds ``LC_CTYPE=C.UTF-8`` when no locale is
+    set, before any Python code runs. ``/proc/self/environ`` still holds what ``execve`` was given
+    (changes to the environment never write there); without /proc, ``os.environ`` is used.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return dict(os.environ)
+    environment: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        name, equals, value = entry.partition(b"=")
+        if equals and name and os.fsdecode(name) not in environment:
+            environment[os.fsdecode(name)] = os.fsdecode(value)
+    return environment
+
+
+def set_parent_death_signal(signum: int, parent_at_start: int | None) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies (tini ``-p``).
+
+    ``parent_at_start`` is the parent's pid when the process started: if it is not our parent any
+    more, the parent died before the request was made, so ``signum`` is sent at once.
+
+    Raises:
+        OSError: the kernel refused (not Linux, or an invalid signal).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    if parent_at_start is not None and os.getppid() != parent_at_start:
+        os.kill(os.getpid(), signum)
 
 
 def _become_subreaper() -> None:
