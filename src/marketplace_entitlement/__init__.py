@@ -26,6 +26,10 @@ from marketplace_entitlement.entitlement._gate import (
     require_entitlement,
 )
 from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
+from marketplace_entitlement.metering._gate import MeteringEntitlement
+from marketplace_entitlement.metering._recorder import record_usage
+from marketplace_entitlement.metering._records import UsageRecordError
+from marketplace_entitlement.metering._runtime import Metering, start_metering
 
 __all__ = [
     "ClaimMismatchError",
@@ -34,17 +38,22 @@ __all__ = [
     "EntitlementError",
     "InvalidSignatureError",
     "MalformedTokenError",
+    "Metering",
+    "MeteringEntitlement",
     "NotEntitledError",
     "RegistrationInterrupted",
     "Reregistration",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
+    "UsageRecordError",
     "VerificationError",
     "__version__",
     "check_entitlement",
     "load_settings",
+    "record_usage",
     "require_entitlement",
+    "start_metering",
     "start_reregistration",
 ]
 

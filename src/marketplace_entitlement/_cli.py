@@ -1,4 +1,4 @@
-"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe`` and ``emulator``.
+"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe``, ``record``, ``emulator``.
 
 Every option of ``run`` and ``check`` comes from the settings table (``_settings.OPTIONS``), so each
 has its environment variable and default in ``--help``; an explicit option wins over the
@@ -27,6 +27,7 @@ from marketplace_entitlement._settings import (
 )
 from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
+from marketplace_entitlement.metering._cli import add_record_parser, run_record
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"maximum age of the last success [env {_env.STATUS_MAX_AGE}; default: "
         "what the writer stored, 2 x interval + register timeout, none when re-registration is off]",
     )
+    add_record_parser(commands)
     commands.add_parser(
         "emulator",
         help="a local AWS Marketplace Metering Service on loopback (see `emulator --help`)",
@@ -189,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if namespace.command == "probe":
             return _probe(namespace, environ)
+        if namespace.command == "record":
+            return run_record(namespace, environ)
         explicit = _explicit(namespace)
         _logging_from(explicit, environ)
         if namespace.command == "run" and not command:

@@ -374,6 +374,13 @@ class Emulator:
         """Every request received (oldest first), or only those of ``operation``."""
         return self._backend.recorded(operation)
 
+    def metered(self) -> list[dict[str, Any]]:
+        """Every MeterUsage record accepted (first acceptance only; identical repeats are not
+        listed again), oldest first: product, dimension, hour, task identity, quantity, allocations.
+        """
+        with self._state.lock:
+            return [dict(record) for record in self._state.metered]
+
     def clear_requests(self) -> None:
         """Forget the recorded requests."""
         self._backend.forget_records()
