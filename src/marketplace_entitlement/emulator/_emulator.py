@@ -375,8 +375,10 @@ class Emulator:
         return self._backend.recorded(operation)
 
     def metered(self) -> list[dict[str, Any]]:
-        """Every MeterUsage record accepted (first acceptance only; identical repeats are not
-        listed again), oldest first: product, dimension, hour, task identity, quantity, allocations.
+        """Every MeterUsage record accepted, oldest first (an identical repeat is not listed again).
+
+        Each: metering_record_id, product_code, dimension, hour, timestamp, task (the identity the
+        hour rule is keyed by), quantity (text), allocations (as sent) and accepted_at.
         """
         with self._state.lock:
             return [dict(record) for record in self._state.metered]

@@ -120,14 +120,14 @@ class _Server(ThreadingHTTPServer):
         else:
             records = [document]
         now = self.clock()
-        usage: list[Usage] = []
-        for index, record in enumerate(records):
-            try:
-                usage.append(self.recorder.checker.from_json(record, now))
-            except UsageRecordError as error:
-                where = f"record {index}: " if len(records) > 1 else ""
-                raise UsageRecordError(where + error.message) from None
-        return usage
+        return [self._one(record, index, len(records), now) for index, record in enumerate(records)]
+
+    def _one(self, record: object, index: int, count: int, now: float) -> Usage:
+        try:
+            return self.recorder.checker.from_json(record, now)
+        except UsageRecordError as error:
+            where = f"record {index}: " if count > 1 else ""
+            raise UsageRecordError(where + error.message) from None
 
 
 class HttpIngestion:
