@@ -38,8 +38,10 @@ def _start(env: dict[str, str], ledger: Path, log: Path, *items: str) -> RunProc
 def test_sigterm_sends_the_partial_hour_and_a_restart_repeats_identically(
     clock: FakeClock, tmp_path: Path, state_dir: Path
 ) -> None:
-    """SIGTERM: the hour so far is reported before `run` exits. A second container in the same task
-    and hour sends the stored startup record again (identical, same record) instead of a conflicting
+    """SIGTERM reports the hour so far; a restart in the same task and hour repeats, never conflicts.
+
+    The hour so far is reported before `run` exits. A second container in the same task and hour
+    sends the stored startup record again (identical, same record) instead of a conflicting
     one, and its usage of that already-reported hour is carried into the next hour, exactly.
     """
     env = clock.env(base_env(tmp_path))
