@@ -33,7 +33,8 @@ def test_outage_longer_than_the_window_then_recovery(
 
     Server errors for 5.5 hours, then dropped connections for 1.5, then recovery: every unit recorded is
     accepted once; hours that left the 6-hour window are carried into a later hour (none of them is
-    accepted under its own hour); the status file and the log report the backlog meanwhile."""
+    accepted under its own hour); the status file and the log report the backlog meanwhile.
+    """
     env = clock.env(base_env(tmp_path))
     ledger = tmp_path / "ledger"
     with emulator(env, tmp_path) as service:
