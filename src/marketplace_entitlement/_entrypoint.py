@@ -174,7 +174,7 @@ def run_entrypoint(
         stopped_for: list[EntitlementError] = []
         reregistration = None
         if metered is not None:
-            metered.on_backlog_stop = supervisor.request_stop
+            metered.on_backlog_stop = metering.backlog_stopper(supervisor.request_stop, stopped_for)
         elif isinstance(gate, Gate):
             reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
         try:
@@ -186,7 +186,8 @@ def run_entrypoint(
                 metered.stop()  # sends the unfinished hour (MARKETPLACE_METERING_STOP_TIMEOUT)
     if stopped_for:
         logger.error(
-            "stopped the command because re-registration failed (policy 'stop'); exiting %d",
+            "stopped the command (policy 'stop'): %s; exiting %d",
+            stopped_for[0].refusal_line(),
             stopped_for[0].exit_code,
             extra={"event": "entrypoint.stopped", "child_status": code},
         )

@@ -72,3 +72,33 @@ def test_outage_longer_than_the_window_then_recovery(
         assert accepted_hours.isdisjoint({10, 11})  # left the window: carried forward
         events = {e.get("event") for e in run.events()}
         assert {"metering.carried", "metering.backlog"} <= events
+
+
+@pytest.mark.clock("2026-12-01 10:30:00", 480)
+def test_backlog_policy_stop_stops_the_command_before_the_window_closes(
+    clock: FakeClock, tmp_path: Path, state_dir: Path
+) -> None:
+    """Backlog policy `stop`: CMD is stopped before unsent usage leaves the window; `run` exits 69.
+
+    With MARKETPLACE_METERING_BACKLOG_POLICY=stop, usage unsent for four hours stops CMD and
+    `run` exits 69, naming the backlog; the usage stays in the store (a later start sends it).
+    """
+    env = clock.env(base_env(tmp_path))
+    with emulator(env, tmp_path) as service:
+        settings = metering_env(
+            env, service.endpoint, state_dir,
+            MARKETPLACE_METERING_BACKLOG_POLICY="stop", MARKETPLACE_METERING_STOP_TIMEOUT="1s",
+        )  # fmt: skip
+        ledger = tmp_path / "ledger"
+        run = RunProcess(
+            settings, [PYTHON, WORKLOAD, "fixed", str(ledger), "gb_scanned=5"], tmp_path / "run.log"
+        )
+        wait_for(lambda: ledger.exists() and "ready" in ledger.read_text(), 60, "the workload")
+        service.control(
+            "POST", "faults", {"spec": "MeterUsage:error=InternalServiceErrorException"}
+        )
+        assert run.wait(timeout=120) == 69
+        stopped = [e for e in run.events() if e.get("event") == "metering.backlog"]
+        assert "stopping the command" in stopped[0]["message"]
+        assert clock.now() >= epoch("2026-12-01 15:00:00")  # 10:00's usage unsent for 4 hours
+        assert not any(r["dimension"] == "gb_scanned" for r in service.metered())

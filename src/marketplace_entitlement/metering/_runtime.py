@@ -20,7 +20,11 @@ from typing import Any
 
 from marketplace_entitlement import _env
 from marketplace_entitlement._client import LazyClient, MeteringClient
-from marketplace_entitlement._errors import ConfigurationError
+from marketplace_entitlement._errors import (
+    ConfigurationError,
+    EntitlementError,
+    ServiceUnavailableError,
+)
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
@@ -206,15 +210,33 @@ class Metering:
             f"and nears the service's 6-hour window (last error: {health.last_error})"
         )
         if self.settings.metering_backlog_policy == "stop" and self.on_backlog_stop is not None:
+            stop, self.on_backlog_stop = self.on_backlog_stop, None  # once
             logger.error(
                 "%s; stopping the command (policy 'stop')",
                 reason,
                 extra={"event": "metering.backlog"},
             )
-            self.on_backlog_stop(reason)
+            stop(reason)
         elif self._warned_hour != oldest:
             self._warned_hour = oldest
             logger.warning("%s", reason, extra={"event": "metering.backlog"})
+
+
+def backlog_stopper(
+    request_stop: Callable[[str], None], stopped_for: list[EntitlementError]
+) -> Callable[[str], None]:
+    """What policy ``stop`` does: note why (`run` then exits 69) and stop CMD."""
+
+    def stop(reason: str) -> None:
+        stopped_for.append(
+            ServiceUnavailableError(
+                f"MeterUsage backlog: {reason}", aws_error_code=None, attempts=0,
+                hint=f"{_env.METERING_BACKLOG_POLICY}=stop stopped the command",
+            )
+        )  # fmt: skip
+        request_stop(reason)
+
+    return stop
 
 
 def _address(address: tuple[str, int]) -> str:
