@@ -176,7 +176,9 @@ class Settings:
         """
         if self.status_max_age is not None:
             return self.status_max_age
-        if self.reregister_interval <= 0:
+        if self.reregister_interval <= 0 or self.pricing == "custom":
+            # Custom pricing does not re-register: an outage shows as the metering backlog (and its
+            # policy), not as a stale registration that would restart the container.
             return None
         return 2 * self.reregister_interval + self.register_timeout
 

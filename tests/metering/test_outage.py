@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def test_outage_longer_than_the_window_then_recovery(
         status = json.loads((state_dir.parent / "status.json").read_text())
         assert status["metering"]["oldest_unsent_hour"] == "2026-12-01T10:00:00Z"
         assert status["metering"]["dimensions"]["gb_scanned"]["backlog"] > 0
+        probe = subprocess.run(
+            [PYTHON, "-m", "marketplace_entitlement", "probe"],
+            env=settings, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert probe.returncode == 0  # still entitled: the backlog policy decides, not the probe
+        assert "unsent backlog" in probe.stdout
+        assert "since 2026-12-01T10:00:00Z" in probe.stdout
         _at(clock, "16:30:00")
         service.control("DELETE", "faults")
         service.control("POST", "faults", {"spec": "MeterUsage:drop"})
