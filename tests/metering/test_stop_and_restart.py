@@ -34,7 +34,7 @@ def _start(env: dict[str, str], ledger: Path, log: Path, *items: str) -> RunProc
     return run
 
 
-@pytest.mark.clock("2026-12-01 10:40:00", 120)
+@pytest.mark.clock("2026-12-01 10:40:00", 60)
 def test_sigterm_sends_the_partial_hour_and_a_restart_repeats_identically(
     clock: FakeClock, tmp_path: Path, state_dir: Path
 ) -> None:

@@ -19,7 +19,7 @@ from tests.metering.harness import (
 )
 
 
-@pytest.mark.clock("2026-12-01 10:59:50", 10)
+@pytest.mark.clock("2026-12-01 10:59:00", 5)
 def test_concurrent_records_are_reported_exactly_once(
     clock: FakeClock, tmp_path: Path, state_dir: Path
 ) -> None:
