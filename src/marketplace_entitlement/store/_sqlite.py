@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -89,6 +90,16 @@ def _allocations(text: str) -> dict[str, Decimal]:
     return {tags: Decimal(q) for tags, q in json.loads(text).items()}
 
 
+_open_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+_fork_hook: list[bool] = []
+
+
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at ``fork`` would never be released in the child."""
+    for store in list(_open_stores):
+        store._lock = threading.Lock()
+
+
 class SqliteStore:
     """A ``UsageStore`` in one SQLite file (see the module docstring for what durable means)."""
 
@@ -98,6 +109,10 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._connection: sqlite3.Connection | None = self._connect()
+        if not _fork_hook:  # installed with the first store, not at import
+            _fork_hook.append(True)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+        _open_stores.add(self)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
