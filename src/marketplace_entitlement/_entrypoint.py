@@ -162,7 +162,7 @@ def run_entrypoint(
         metered = None
         if isinstance(gate, MeterUsageGate) and isinstance(outcome, MeteringEntitlement):
             metered = metering.start_for_run(gate, outcome, status)  # before CMD: it may record
-        env = metering.child_environment(settings, os.environ)
+        env = metering.child_environment(settings, os.environ, metered)
         supervisor = Supervisor(command, supervisor_options(settings), signals, env=env)
         try:
             supervisor.start()

@@ -68,18 +68,25 @@ def with_state_dir(settings: Settings) -> Settings:
     return dataclasses.replace(settings, metering_state_dir=directory)
 
 
-def child_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
-    """CMD's environment: the metering settings ``record_usage`` and ``record`` need, as resolved."""
+def child_environment(
+    settings: Settings, base: Mapping[str, str], metering: Metering | None = None
+) -> dict[str, str]:
+    """CMD's environment: the metering settings ``record_usage`` and ``record`` need, as resolved.
+
+    The ingestion addresses are the bound ones (a port given as 0 is the one the kernel chose).
+    """
     env = dict(base)
     if settings.pricing == "custom":
         env[_env.PRICING] = "custom"
         env[_env.DIMENSIONS] = ",".join(settings.dimensions)
         env[_env.METERING_STATE_DIR] = str(settings.metering_state_dir)
+        http = metering.http if metering is not None else None
+        statsd = metering.statsd if metering is not None else None
         for variable, address in (
-            (_env.METERING_HTTP, settings.metering_http),
-            (_env.METERING_STATSD, settings.metering_statsd),
+            (_env.METERING_HTTP, http.address if http else settings.metering_http),
+            (_env.METERING_STATSD, statsd.address if statsd else settings.metering_statsd),
         ):
-            env[variable] = "off" if address is None else f"{address[0]}:{address[1]}"
+            env[variable] = "off" if address is None else _address(address)
     return env
 
 
