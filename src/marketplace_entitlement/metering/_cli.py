@@ -31,7 +31,7 @@ def add_record_parser(commands: Any) -> None:
                         help="a whole number 0..2147483647 (default 1)")  # fmt: skip
     record.add_argument("--tag", action="append", default=[], metavar="K=V",
                         help="a tag of this usage (repeatable, at most 5)")  # fmt: skip
-    record.add_argument("--state-dir", default=None,
+    record.add_argument("--metering-state-dir", dest="state_dir", default=None,
                         help=f"the usage store's directory [env {_env.METERING_STATE_DIR}]")  # fmt: skip
     record.add_argument("--dimensions", default=None,
                         help=f"the declared dimensions [env {_env.DIMENSIONS}]")  # fmt: skip
