@@ -35,6 +35,10 @@ if TYPE_CHECKING:
         Reregistration,
         start_reregistration,
     )
+    from marketplace_entitlement.metering._gate import MeteringEntitlement
+    from marketplace_entitlement.metering._recorder import record_usage
+    from marketplace_entitlement.metering._records import UsageRecordError
+    from marketplace_entitlement.metering._runtime import Metering, start_metering
 
 __all__ = [
     "ClaimMismatchError",
@@ -43,17 +47,22 @@ __all__ = [
     "EntitlementError",
     "InvalidSignatureError",
     "MalformedTokenError",
+    "Metering",
+    "MeteringEntitlement",
     "NotEntitledError",
     "RegistrationInterrupted",
     "Reregistration",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
+    "UsageRecordError",
     "VerificationError",
     "__version__",
     "check_entitlement",
     "load_settings",
+    "record_usage",
     "require_entitlement",
+    "start_metering",
     "start_reregistration",
 ]
 
@@ -77,6 +86,11 @@ _LAZY: dict[str, str] = {
     "require_entitlement": "marketplace_entitlement.entitlement._gate",
     "Reregistration": "marketplace_entitlement.entitlement._reregister",
     "start_reregistration": "marketplace_entitlement.entitlement._reregister",
+    "Metering": "marketplace_entitlement.metering._runtime",
+    "MeteringEntitlement": "marketplace_entitlement.metering._gate",
+    "UsageRecordError": "marketplace_entitlement.metering._records",
+    "record_usage": "marketplace_entitlement.metering._recorder",
+    "start_metering": "marketplace_entitlement.metering._runtime",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe`` and ``emulator``.
+"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe``, ``record``, ``emulator``.
 
 Every option of ``run`` and ``check`` comes from the settings table (``_settings.OPTIONS``), so each
 has its environment variable and default in ``--help``; an explicit option wins over the
@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from marketplace_entitlement import _env, _exit_codes
@@ -28,6 +28,7 @@ from marketplace_entitlement._settings import (
 from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
 from marketplace_entitlement.entitlement._pin import add_pin_command, run_pin_command
+from marketplace_entitlement.metering._cli import add_record_parser, run_record
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what the writer stored, 2 x interval + register timeout, none when re-registration is off]",
     )
     add_pin_command(commands)
+    add_record_parser(commands)
     commands.add_parser(
         "emulator",
         help="a local AWS Marketplace Metering Service on loopback (see `emulator --help`)",
@@ -190,10 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     namespace = parser.parse_args(options)
     try:
-        if namespace.command == "probe":
-            return _probe(namespace, environ)
-        if namespace.command == "pin":
-            return run_pin_command(namespace)
+        standalone = _STANDALONE.get(namespace.command)
+        if standalone is not None:
+            return standalone(namespace, environ)
         explicit = _explicit(namespace)
         _logging_from(explicit, environ)
         if namespace.command == "run" and not command:
@@ -207,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         logger.exception("internal error; please report it", extra={"event": "internal_error"})
         return EX_SOFTWARE
+
+
+def _pin(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
+    return run_pin_command(namespace)
 
 
 def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd: list[str]) -> int:
@@ -232,3 +237,11 @@ def _probe(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
     result = probe(path, max_age=max_age)
     say(result.reason, healthy=result.healthy)
     return 0 if result.healthy else 1
+
+
+# Commands that do not go through the gate's settings: each reads what it needs itself.
+_STANDALONE: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
+    "probe": _probe,
+    "pin": _pin,
+    "record": run_record,
+}

@@ -21,12 +21,15 @@ from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 from marketplace_entitlement.entitlement._reregister import Reregistration
+from marketplace_entitlement.metering import _runtime as metering
+from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
 from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
 from marketplace_entitlement.supervision._supervisor import (
     CommandError,
     Supervisor,
     SupervisorOptions,
+    exec_environment,
     set_parent_death_signal,
 )
 
@@ -36,8 +39,18 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_SIGNALS = SHUTDOWN
 
 
+AnyGate = Gate | MeterUsageGate
+
+
+def make_gate(settings: Settings, client: MeteringClient | None = None) -> AnyGate:
+    """The pricing model's gate: RegisterUsage (hourly) or MeterUsage (custom)."""
+    if settings.pricing == "custom":
+        return metering.custom_gate(settings, client)
+    return Gate(settings, client)
+
+
 def gate_interruptibly(
-    gate: Gate, signals: SignalPipe, held: list[int] | None = None
+    gate: AnyGate, signals: SignalPipe, held: list[int] | None = None
 ) -> Entitlement:
     """Run ``gate.check`` in a worker thread; a shutdown signal raises RegistrationInterrupted.
 
@@ -105,7 +118,7 @@ def log_refusal(error: EntitlementError) -> None:
 
 
 def _pass_gate(
-    gate: Gate,
+    gate: AnyGate,
     signals: SignalPipe,
     status: StatusFile | None,
     *,
@@ -127,7 +140,9 @@ def _pass_gate(
         interval = gate.settings.reregister_interval
         status.record_success(
             registered_at=entitlement.registered_at.timestamp(),
-            next_attempt=time.time() + interval if reregister and interval > 0 else None,
+            next_attempt=time.time() + interval
+            if reregister and interval > 0 and isinstance(gate, Gate)
+            else None,
         )
     return entitlement
 
@@ -136,7 +151,7 @@ def run_check(settings: Settings, stdout: TextIO, client: MeteringClient | None 
     """``check``: one registration and verification; the entitlement as JSON on stdout."""
     with SignalPipe() as signals:
         outcome = _pass_gate(
-            Gate(settings, client), signals, _status_file(settings), reregister=False
+            make_gate(settings, client), signals, _status_file(settings), reregister=False
         )
     if isinstance(outcome, int):
         return outcome
@@ -160,8 +175,9 @@ def run_entrypoint(
     settings: Settings, command: Sequence[str], client: MeteringClient | None = None
 ) -> int:
     """``run``: gate; only if entitled start CMD, supervise it, re-register; return exit code."""
+    settings = metering.with_state_dir(settings)
     status = _status_file(settings)
-    gate = Gate(settings, client)
+    gate = make_gate(settings, client)
     with SignalPipe() as signals:
         if settings.parent_death_signal is not None:
             set_parent_death_signal(settings.parent_death_signal, _boot.parent_at_start)
@@ -169,26 +185,40 @@ def run_entrypoint(
         outcome = _pass_gate(gate, signals, status, reregister=True, held=held)
         if isinstance(outcome, int):
             return outcome
-        supervisor = Supervisor(command, supervisor_options(settings), signals)
+        metered = None
+        if isinstance(gate, MeterUsageGate) and isinstance(outcome, MeteringEntitlement):
+            metered = metering.start_for_run(gate, outcome, status)  # before CMD: it may record
+        env = metering.child_environment(settings, exec_environment(), metered)
+        supervisor = Supervisor(command, supervisor_options(settings), signals, env=env)
         try:
             supervisor.start()
         except CommandError as error:
             log_refusal(error)
+            if metered is not None:
+                metered.stop()
             return error.exit_code
         stopped_for: list[EntitlementError] = []
-        reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
+        reregistration = None
+        if metered is not None:
+            metered.on_backlog_stop = metering.backlog_stopper(supervisor.request_stop, stopped_for)
+        elif isinstance(gate, Gate):
+            reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
 
         def abandon_reregistration() -> None:
             # Exit at once: a round in flight is abandoned, its outcome neither logged nor recorded.
-            reregistration.stop(timeout=0)
+            if reregistration is not None:
+                reregistration.stop(timeout=0)
 
         try:
             code = supervisor.run(held=held, on_exit=abandon_reregistration)
         finally:
             abandon_reregistration()
+            if metered is not None:
+                metered.stop()  # sends the unfinished hour (MARKETPLACE_METERING_STOP_TIMEOUT)
     if stopped_for:
         logger.error(
-            "stopped the command because re-registration failed (policy 'stop'); exiting %d",
+            "stopped the command (policy 'stop'): %s; exiting %d",
+            stopped_for[0].refusal_line(),
             stopped_for[0].exit_code,
             extra={"event": "entrypoint.stopped", "child_status": code},
         )

@@ -32,6 +32,8 @@ from marketplace_entitlement._parsers import (
     parse_signal_rewrite,
     read_public_key_file,
 )
+from marketplace_entitlement.metering._config import DEFAULT_HTTP, parse_listen
+from marketplace_entitlement.metering._records import parse_dimensions
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -43,6 +45,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Level names Python's logging also accepts, spelled as the variable may be.
 LOG_LEVEL_ALIASES = {"warn": "warning"}
 FAILURE_POLICIES = ("keep-running", "stop")
+PRICING_MODELS = ("hourly", "custom")
+BACKLOG_POLICIES = ("warn", "stop")
 
 Parser = Callable[[str, str], Any]
 
@@ -135,6 +139,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("parent_death_signal", _env.PARENT_DEATH_SIGNAL, parse_signal, None, "none",
            "signal `run` gets (and forwards to CMD) when the process that started it dies, like "
            "tini -p: `TERM`", for_run_only=True),
+    Option("pricing", _env.PRICING, _choice(PRICING_MODELS), "hourly", "hourly",
+           "`hourly` (RegisterUsage) or `custom` (MeterUsage per dimension)"),
+    Option("dimensions", _env.DIMENSIONS, parse_dimensions, (), "none",
+           "comma-separated dimension names of the product (`custom` only)"),
+    Option("metering_state_dir", _env.METERING_STATE_DIR, _optional_path, None, "none",
+           "directory of the durable usage store (a task/pod-scoped volume)"),
+    Option("metering_http", _env.METERING_HTTP, parse_listen, parse_listen(DEFAULT_HTTP, ""),
+           DEFAULT_HTTP, "`HOST:PORT` of `run`'s loopback HTTP ingestion endpoint, or `off`",
+           for_run_only=True),
+    Option("metering_statsd", _env.METERING_STATSD, parse_listen, None, "off",
+           "`HOST:PORT` of `run`'s loopback StatsD/DogStatsD UDP listener, or `off`",
+           for_run_only=True),
+    Option("metering_send_window", _env.METERING_SEND_WINDOW, parse_duration, 600.0, "10m",
+           "sends of a closed hour are spread at random over this long after the hour"),
+    Option("metering_stop_timeout", _env.METERING_STOP_TIMEOUT, parse_duration, 20.0, "20s",
+           "on stop, how long `run` tries to send the unfinished hour after CMD exited",
+           for_run_only=True),
+    Option("metering_backlog_policy", _env.METERING_BACKLOG_POLICY, _choice(BACKLOG_POLICIES),
+           "warn", "warn",
+           "unsent usage nearing the 6-hour window: `warn`, or `stop` CMD", for_run_only=True),
 )  # fmt: skip
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
@@ -162,6 +186,14 @@ class Settings:
     leftover_grace_period: float = 0.0
     success_exit_codes: tuple[int, ...] = ()
     parent_death_signal: int | None = None
+    pricing: str = "hourly"
+    dimensions: tuple[str, ...] = ()
+    metering_state_dir: Path | None = None
+    metering_http: tuple[str, int] | None = ("127.0.0.1", 9811)
+    metering_statsd: tuple[str, int] | None = None
+    metering_send_window: float = 600.0
+    metering_stop_timeout: float = 20.0
+    metering_backlog_policy: str = "warn"
     region: str | None = None
     ecs_metadata_uri: str | None = None
     pinned_by: str | None = None
@@ -175,7 +207,9 @@ class Settings:
         """
         if self.status_max_age is not None:
             return self.status_max_age
-        if self.reregister_interval <= 0:
+        if self.reregister_interval <= 0 or self.pricing == "custom":
+            # Custom pricing does not re-register: an outage shows as the metering backlog (and its
+            # policy), not as a stale registration that would restart the container.
             return None
         return 2 * self.reregister_interval + self.register_timeout
 
@@ -291,6 +325,8 @@ def load_settings(
         "stop_grace_period",
         "term_delay",
         "leftover_grace_period",
+        "metering_send_window",
+        "metering_stop_timeout",
     ):
         values[name] = check_duration(values[name], OPTIONS_BY_NAME[name].variable)
     if values["status_max_age"] is not None:
@@ -307,12 +343,13 @@ def load_settings(
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
             hint="set it to the product code of your AWS Marketplace listing",
         )  # fmt: skip
+    _check_pricing(values)
     key_text, key_path = values.pop("public_key"), values.pop("public_key_file")
     if explicit.get("public_key") is not None or explicit.get("public_key_file") is not None:
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
     key = pinned_key if pinned_key is not None else _load_key(key_text, key_path)
-    if values["verify_signature"] and key is None:
+    if values["verify_signature"] and key is None and values["pricing"] == "hourly":
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
             f"or {_env.PUBLIC_KEY}",
@@ -327,6 +364,20 @@ def load_settings(
         pinned_by=None if pinned is None else pinned.source,
         **values,
     )
+
+
+def _check_pricing(values: Mapping[str, Any]) -> None:
+    """Custom pricing needs its dimensions; hourly pricing has none (a likely mistake otherwise)."""
+    if values["pricing"] == "custom" and not values["dimensions"]:
+        raise ConfigurationError(
+            f"{_env.PRICING}=custom needs {_env.DIMENSIONS}", variable=_env.DIMENSIONS,
+            hint="list the dimension API names of your listing, comma-separated",
+        )  # fmt: skip
+    if values["pricing"] == "hourly" and values["dimensions"]:
+        raise ConfigurationError(
+            f"{_env.DIMENSIONS} is set but {_env.PRICING} is hourly", variable=_env.PRICING,
+            hint=f"set {_env.PRICING}=custom for a product priced by dimensions",
+        )  # fmt: skip
 
 
 def _load_key(text: Any, path: Any) -> RSAPublicKey | None:

@@ -279,7 +279,12 @@ def check_entitlement(
     be turned off. ``client`` injects a botocore ``meteringmarketplace`` client; ``stop`` ends
     retry waits early.
     """
-    return Gate(settings_from_code(environ, overrides), client).check(stop)
+    settings = settings_from_code(environ, overrides)
+    if settings.pricing == "custom":  # the startup call is MeterUsage (docs/metering.md)
+        from marketplace_entitlement.metering._runtime import custom_gate  # noqa: PLC0415
+
+        return custom_gate(settings, client).check(stop)
+    return Gate(settings, client).check(stop)
 
 
 def require_entitlement(
