@@ -93,7 +93,7 @@ def test_kubernetes_validation_rejects_a_misspelt_field() -> None:
     """A probe with ``cmd`` instead of ``command`` is refused (strict: unknown fields are errors)."""
     import kubernetes_validate  # noqa: PLC0415  (a test-only dependency, imported where used)
 
-    (deployment,) = [doc for _, doc in kubernetes_documents() if doc["kind"] == "Deployment"]
+    deployment = next(doc for _, doc in kubernetes_documents() if doc["kind"] == "Deployment")
     broken = copy.deepcopy(deployment)
     probe = broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]
     probe["cmd"] = probe.pop("command")
@@ -112,9 +112,12 @@ def ecs_validation_report(task_definition: dict[str, Any]) -> str:
     return str(report.generate_report()) if report.has_errors() else ""
 
 
-def test_ecs_task_definition_is_valid_register_task_definition_input() -> None:
-    """The task definition is valid input of RegisterTaskDefinition by botocore's ECS model."""
-    task = json.loads(ECS_TASK_DEFINITION.read_text(encoding="utf-8"))
+@pytest.mark.parametrize(
+    "path", sorted(ENTRYPOINT_DIR.glob("ecs-task-definition*.json")), ids=lambda path: path.name
+)
+def test_ecs_task_definitions_are_valid_register_task_definition_input(path: Path) -> None:
+    """Each task definition (hourly, custom metering) is valid RegisterTaskDefinition input."""
+    task = json.loads(path.read_text(encoding="utf-8"))
     assert ecs_validation_report(task) == ""
 
 
@@ -162,9 +165,14 @@ def cfn_lint_role(
 
 
 @pytest.mark.parametrize("path", TRUST_POLICIES, ids=lambda path: path.name)
-def test_roles_with_each_trust_policy_pass_cfn_lint(path: Path, tmp_path: Path) -> None:
-    """A role built from each trust policy and the permissions policy passes cfn-lint."""
-    result = cfn_lint_role(load(path), load(PERMISSIONS_POLICY), tmp_path)
+@pytest.mark.parametrize(
+    "permissions", sorted(ENTRYPOINT_DIR.glob("iam-policy*.json")), ids=lambda path: path.name
+)
+def test_roles_with_each_trust_policy_pass_cfn_lint(
+    path: Path, permissions: Path, tmp_path: Path
+) -> None:
+    """A role from each trust policy and each permissions policy (hourly, custom) passes cfn-lint."""
+    result = cfn_lint_role(load(path), load(permissions), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
