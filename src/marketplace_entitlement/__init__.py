@@ -10,10 +10,13 @@ from marketplace_entitlement._errors import (
     ClaimMismatchError,
     ConfigurationError,
     EntitlementError,
+    ExpiredRegistrationTokenError,
+    InvalidRegistrationTokenError,
     InvalidSignatureError,
     MalformedTokenError,
     NotEntitledError,
     RegistrationInterrupted,
+    RegistrationTokenError,
     ServiceConfigurationError,
     ServiceUnavailableError,
     VerificationError,
@@ -26,17 +29,23 @@ from marketplace_entitlement.entitlement._gate import (
     require_entitlement,
 )
 from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
+from marketplace_entitlement.saas._customer import SaasCustomer
+from marketplace_entitlement.saas._resolve import resolve_customer
 
 __all__ = [
     "ClaimMismatchError",
     "ConfigurationError",
     "Entitlement",
     "EntitlementError",
+    "ExpiredRegistrationTokenError",
+    "InvalidRegistrationTokenError",
     "InvalidSignatureError",
     "MalformedTokenError",
     "NotEntitledError",
     "RegistrationInterrupted",
+    "RegistrationTokenError",
     "Reregistration",
+    "SaasCustomer",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
@@ -45,6 +54,7 @@ __all__ = [
     "check_entitlement",
     "load_settings",
     "require_entitlement",
+    "resolve_customer",
     "start_reregistration",
 ]
 

@@ -27,6 +27,8 @@ from marketplace_entitlement._settings import (
 )
 from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
+from marketplace_entitlement.saas._cli import SAAS_COMMANDS
+from marketplace_entitlement.saas._cli import main as saas_main
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"maximum age of the last success [env {_env.STATUS_MAX_AGE}; default: "
         "what the writer stored, 2 x interval + register timeout, none when re-registration is off]",
     )
+    for name, text in zip(
+        SAAS_COMMANDS, ("SaaS: resolve a registration token", "SaaS: usage"), strict=True
+    ):
+        commands.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     commands.add_parser(
         "emulator",
         help="a local AWS Marketplace Metering Service on loopback (see `emulator --help`)",
@@ -185,8 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         options = args
     parser = build_parser()
-    namespace = parser.parse_args(options)
+    saas = bool(args) and args[0] in SAAS_COMMANDS
+    namespace = argparse.Namespace(command=args[0]) if saas else parser.parse_args(options)
     try:
+        if saas:
+            _logging_from({}, environ)
+            return saas_main(args)
         if namespace.command == "probe":
             return _probe(namespace, environ)
         explicit = _explicit(namespace)

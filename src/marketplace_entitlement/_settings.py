@@ -69,6 +69,22 @@ def _text(value: str, variable: str) -> str | None:
     return value if value.strip() else None
 
 
+STORE_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
+
+
+def _store_url(value: str, variable: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(STORE_SCHEMES):
+        raise ConfigurationError(
+            f"{variable} must be a sqlite:///PATH or postgresql://... URL (the value is not "
+            "shown: it may hold a password)",
+            variable=variable,
+        )
+    return value
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("product_code", _env.PRODUCT_CODE, parse_product_code, None, "required",
            "the product code to register"),
@@ -108,6 +124,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_max_age", _env.STATUS_MAX_AGE, parse_duration, None,
            "2 x interval + register timeout",
            "how old the last successful registration may be for `probe` to pass"),
+    Option("usage_store", _env.USAGE_STORE, _store_url, None, "the project's choice (SQLite)",
+           "SaaS: where usage is kept until sent: `sqlite:///PATH` or `postgresql://...`"),
 )  # fmt: skip
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
@@ -132,6 +150,7 @@ class Settings:
     signal_group: bool = False
     signal_rewrite: tuple[tuple[int, int], ...] = ()
     status_max_age: float | None = None
+    usage_store: str | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
 
@@ -173,18 +192,26 @@ def resolve_option(name: str, explicit: Any, environ: Mapping[str, str]) -> Any:
     return _resolve(OPTIONS_BY_NAME[name], explicit, environ)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, for_saas: bool = False, **explicit: Any
+) -> Settings:
     """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
 
     Keyword arguments use the attribute names of ``Settings`` (``product_code=...``); string values
     are parsed exactly like the environment variable, other values are taken as they are. ``region``
     may also be given explicitly. Raises ConfigurationError naming the variable at fault.
+
+    ``for_saas`` loads for the SaaS operations: a SaaS seller's product code comes from each
+    resolved customer and no token is verified, so neither the product code (``""`` when unset)
+    nor a public key is required.
     """
     env = os.environ if environ is None else environ
     unknown = set(explicit) - set(OPTIONS_BY_NAME) - {"region"}
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     values = {option.name: _resolve(option, explicit.get(option.name), env) for option in OPTIONS}
+    if values["product_code"] is None and for_saas:
+        values["product_code"] = ""
     if values["product_code"] is None:
         raise ConfigurationError(
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
@@ -199,7 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **explicit: Any) -> 
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
     key = _load_key(key_text, key_path)
-    if values["verify_signature"] and key is None:
+    if values["verify_signature"] and key is None and not for_saas:
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
             f"or {_env.PUBLIC_KEY}",

@@ -114,6 +114,8 @@ def _create_customer(emulator: Emulator, body: bytes) -> Answer:
         license_arn=data.get("license_arn"),
         expired=bool(data.get("expired", False)),
         subscribed=bool(data.get("subscribed", True)),
+        new_integration=bool(data.get("new_integration", False)),
+        agreement_id=data.get("agreement_id"),
     )
     return 201, customer.to_json()
 

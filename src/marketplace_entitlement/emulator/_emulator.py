@@ -351,8 +351,14 @@ class Emulator:
         license_arn: str | None = None,
         expired: bool = False,
         subscribed: bool = True,
+        new_integration: bool = False,
+        agreement_id: str | None = None,
     ) -> Customer:
-        """Create a SaaS customer; its ``registration_token`` is what ResolveCustomer resolves."""
+        """Create a SaaS customer; its ``registration_token`` is what ResolveCustomer resolves.
+
+        ``new_integration`` makes a customer of a Concurrent Agreements integration: no
+        CustomerIdentifier, named by ``aws_account_id`` + ``license_arn`` only.
+        """
         customer = new_customer(
             product_code,
             customer_identifier=customer_identifier,
@@ -360,6 +366,8 @@ class Emulator:
             license_arn=license_arn,
             expired=expired,
             subscribed=subscribed,
+            new_integration=new_integration,
+            agreement_id=agreement_id,
         )
         with self._state.lock:
             self._state.customers[customer.registration_token] = customer
