@@ -30,6 +30,12 @@ from marketplace_entitlement.entitlement._gate import (
 )
 from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
 from marketplace_entitlement.saas._customer import SaasCustomer
+from marketplace_entitlement.saas._fulfillment import (
+    FulfillmentASGI,
+    FulfillmentResponse,
+    FulfillmentWSGI,
+    handle_fulfillment,
+)
 from marketplace_entitlement.saas._resolve import resolve_customer
 
 __all__ = [
@@ -38,6 +44,9 @@ __all__ = [
     "Entitlement",
     "EntitlementError",
     "ExpiredRegistrationTokenError",
+    "FulfillmentASGI",
+    "FulfillmentResponse",
+    "FulfillmentWSGI",
     "InvalidRegistrationTokenError",
     "InvalidSignatureError",
     "MalformedTokenError",
@@ -52,6 +61,7 @@ __all__ = [
     "VerificationError",
     "__version__",
     "check_entitlement",
+    "handle_fulfillment",
     "load_settings",
     "require_entitlement",
     "resolve_customer",
