@@ -18,6 +18,16 @@ dimension. It is an opaque string chosen by the caller (canonical JSON is a good
 are the canonical text of one allocation's tags (``""`` when untagged). Hours are UTC epoch seconds
 of the hour's start. Quantities are ``Decimal``.
 
+Besides the three steps, ``ensure_record`` inserts one frozen record directly (idempotently: a
+second call for the same stream and hour returns the first record unchanged), for a record that must
+be sent before its hour closes (container metering's startup call); ``claim_record`` leases that
+one record; usage added later for its hour is carried by ``freeze`` like any other. ``records``
+lists every record for audits, health and tests.
+
+Transitions out of ``frozen`` (``mark_sent``, ``hold``, ``carry``) need the caller's lease (or an
+expired or absent one) and raise ``LeaseLostError`` otherwise; ``mark_sent`` of a record already
+``sent`` is a no-op, as the service answers an identical repeat identically.
+
 Backends: SQLite (``sqlite:///PATH``, standard library, WAL) and PostgreSQL (``postgresql://...``,
 psycopg 3). Both pass the same contract tests.
 """
@@ -92,6 +102,10 @@ class BacklogEntry:
     detail: str | None = None
 
 
+class LeaseLostError(Exception):
+    """A record changed state or lease under the caller (another sender took it over)."""
+
+
 class UsageStore(Protocol):
     """The operations both backends provide. Every method is one transaction."""
 
@@ -109,8 +123,21 @@ class UsageStore(Protocol):
         """
         ...
 
+    def ensure_record(
+        self, stream: str, hour: int, *, allocations: Mapping[str, Decimal], payload: str
+    ) -> FrozenRecord:
+        """Insert a frozen record for ``stream``/``hour`` unless one exists; return the stored one.
+
+        The stored record wins: a repeat call returns the first payload, byte for byte.
+        """
+        ...
+
     def claim(self, *, owner: str, limit: int, lease_seconds: float) -> list[FrozenRecord]:
         """Lease up to ``limit`` frozen records to ``owner``, oldest hour first."""
+        ...
+
+    def claim_record(self, record_id: int, *, owner: str, lease_seconds: float) -> bool:
+        """Lease this one record to ``owner`` if it is frozen and not leased by another."""
         ...
 
     def mark_sent(self, record_id: int, *, owner: str, detail: str) -> None:
@@ -127,6 +154,10 @@ class UsageStore(Protocol):
 
     def release(self, record_id: int, *, owner: str) -> None:
         """End ``owner``'s lease without an answer (a retryable failure): another claim may take it."""
+        ...
+
+    def records(self, *, stream: str | None = None) -> list[FrozenRecord]:
+        """Every record in any state, oldest hour first; ``stream`` narrows to one stream."""
         ...
 
     def backlog(self) -> list[BacklogEntry]:

@@ -1,0 +1,1 @@
+"""Contract tests of the durable usage store, for every backend."""
