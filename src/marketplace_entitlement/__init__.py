@@ -36,7 +36,9 @@ from marketplace_entitlement.saas._fulfillment import (
     FulfillmentWSGI,
     handle_fulfillment,
 )
+from marketplace_entitlement.saas._reporter import UsageReporter
 from marketplace_entitlement.saas._resolve import resolve_customer
+from marketplace_entitlement.saas._sender import HeldRecord, SendResult
 
 __all__ = [
     "ClaimMismatchError",
@@ -47,6 +49,7 @@ __all__ = [
     "FulfillmentASGI",
     "FulfillmentResponse",
     "FulfillmentWSGI",
+    "HeldRecord",
     "InvalidRegistrationTokenError",
     "InvalidSignatureError",
     "MalformedTokenError",
@@ -55,9 +58,11 @@ __all__ = [
     "RegistrationTokenError",
     "Reregistration",
     "SaasCustomer",
+    "SendResult",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
+    "UsageReporter",
     "VerificationError",
     "__version__",
     "check_entitlement",
