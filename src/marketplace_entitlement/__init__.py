@@ -29,6 +29,10 @@ from marketplace_entitlement.entitlement._gate import (
     require_entitlement,
 )
 from marketplace_entitlement.entitlement._reregister import Reregistration, start_reregistration
+from marketplace_entitlement.metering._gate import MeteringEntitlement
+from marketplace_entitlement.metering._recorder import record_usage
+from marketplace_entitlement.metering._records import UsageRecordError
+from marketplace_entitlement.metering._runtime import Metering, start_metering
 from marketplace_entitlement.saas._customer import SaasCustomer
 from marketplace_entitlement.saas._fulfillment import (
     FulfillmentASGI,
@@ -53,6 +57,8 @@ __all__ = [
     "InvalidRegistrationTokenError",
     "InvalidSignatureError",
     "MalformedTokenError",
+    "Metering",
+    "MeteringEntitlement",
     "NotEntitledError",
     "RegistrationInterrupted",
     "RegistrationTokenError",
@@ -62,14 +68,17 @@ __all__ = [
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
+    "UsageRecordError",
     "UsageReporter",
     "VerificationError",
     "__version__",
     "check_entitlement",
     "handle_fulfillment",
     "load_settings",
+    "record_usage",
     "require_entitlement",
     "resolve_customer",
+    "start_metering",
     "start_reregistration",
 ]
 

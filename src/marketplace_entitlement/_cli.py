@@ -1,4 +1,4 @@
-"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe`` and ``emulator``.
+"""The ``marketplace-entitlement`` command line: ``run``, ``check``, ``probe``, ``record``, ``emulator``.
 
 Every option of ``run`` and ``check`` comes from the settings table (``_settings.OPTIONS``), so each
 has its environment variable and default in ``--help``; an explicit option wins over the
@@ -27,6 +27,7 @@ from marketplace_entitlement._settings import (
 )
 from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
+from marketplace_entitlement.metering._cli import add_record_parser, run_record
 from marketplace_entitlement.saas._cli import SAAS_COMMANDS
 from marketplace_entitlement.saas._cli import main as saas_main
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         SAAS_COMMANDS, ("SaaS: resolve a registration token", "SaaS: usage"), strict=True
     ):
         commands.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
+    add_record_parser(commands)
     commands.add_parser(
         "emulator",
         help="a local AWS Marketplace Metering Service on loopback (see `emulator --help`)",
@@ -177,7 +179,7 @@ def console_main() -> NoReturn:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one return per command)
     """Parse ``argv`` (default ``sys.argv[1:]``), run the chosen command, return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "emulator":
@@ -199,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return saas_main(args)
         if namespace.command == "probe":
             return _probe(namespace, environ)
+        if namespace.command == "record":
+            return run_record(namespace, environ)
         explicit = _explicit(namespace)
         _logging_from(explicit, environ)
         if namespace.command == "run" and not command:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,6 +21,8 @@ from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 from marketplace_entitlement.entitlement._reregister import Reregistration
+from marketplace_entitlement.metering import _runtime as metering
+from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
 from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
 from marketplace_entitlement.supervision._supervisor import (
     CommandError,
@@ -33,7 +36,17 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
 
 
-def gate_interruptibly(gate: Gate, signals: SignalPipe) -> Entitlement:
+AnyGate = Gate | MeterUsageGate
+
+
+def make_gate(settings: Settings, client: MeteringClient | None = None) -> AnyGate:
+    """The pricing model's gate: RegisterUsage (hourly) or MeterUsage (custom)."""
+    if settings.pricing == "custom":
+        return metering.custom_gate(settings, client)
+    return Gate(settings, client)
+
+
+def gate_interruptibly(gate: AnyGate, signals: SignalPipe) -> Entitlement:
     """Run ``gate.check`` in a worker thread; a shutdown signal raises RegistrationInterrupted."""
     stop = threading.Event()
     outcome: list[Entitlement | BaseException] = []
@@ -88,7 +101,7 @@ def log_refusal(error: EntitlementError) -> None:
 
 
 def _pass_gate(
-    gate: Gate, signals: SignalPipe, status: StatusFile | None, *, reregister: bool
+    gate: AnyGate, signals: SignalPipe, status: StatusFile | None, *, reregister: bool
 ) -> Entitlement | int:
     """Run the gate; record the outcome in the status file; an int is the refusal's exit code.
 
@@ -105,7 +118,9 @@ def _pass_gate(
         interval = gate.settings.reregister_interval
         status.record_success(
             registered_at=entitlement.registered_at.timestamp(),
-            next_attempt=time.time() + interval if reregister and interval > 0 else None,
+            next_attempt=time.time() + interval
+            if reregister and interval > 0 and isinstance(gate, Gate)
+            else None,
         )
     return entitlement
 
@@ -114,7 +129,7 @@ def run_check(settings: Settings, stdout: TextIO, client: MeteringClient | None 
     """``check``: one registration and verification; the entitlement as JSON on stdout."""
     with SignalPipe() as signals:
         outcome = _pass_gate(
-            Gate(settings, client), signals, _status_file(settings), reregister=False
+            make_gate(settings, client), signals, _status_file(settings), reregister=False
         )
     if isinstance(outcome, int):
         return outcome
@@ -137,24 +152,38 @@ def run_entrypoint(
     settings: Settings, command: Sequence[str], client: MeteringClient | None = None
 ) -> int:
     """``run``: gate; only if entitled start CMD, supervise it, re-register; return exit code."""
+    settings = metering.with_state_dir(settings)
     status = _status_file(settings)
-    gate = Gate(settings, client)
+    gate = make_gate(settings, client)
     with SignalPipe() as signals:
         outcome = _pass_gate(gate, signals, status, reregister=True)
         if isinstance(outcome, int):
             return outcome
-        supervisor = Supervisor(command, supervisor_options(settings), signals)
+        metered = None
+        if isinstance(gate, MeterUsageGate) and isinstance(outcome, MeteringEntitlement):
+            metered = metering.start_for_run(gate, outcome, status)  # before CMD: it may record
+        env = metering.child_environment(settings, os.environ)
+        supervisor = Supervisor(command, supervisor_options(settings), signals, env=env)
         try:
             supervisor.start()
         except CommandError as error:
             log_refusal(error)
+            if metered is not None:
+                metered.stop()
             return error.exit_code
         stopped_for: list[EntitlementError] = []
-        reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
+        reregistration = None
+        if metered is not None:
+            metered.on_backlog_stop = supervisor.request_stop
+        elif isinstance(gate, Gate):
+            reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
         try:
             code = supervisor.run()
         finally:
-            reregistration.stop(timeout=1.0)
+            if reregistration is not None:
+                reregistration.stop(timeout=1.0)
+            if metered is not None:
+                metered.stop()  # sends the unfinished hour (MARKETPLACE_METERING_STOP_TIMEOUT)
     if stopped_for:
         logger.error(
             "stopped the command because re-registration failed (policy 'stop'); exiting %d",

@@ -93,6 +93,18 @@ _TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
         "Operations",
     ),
     "AccessDeniedException": ("config", None, "{access_denied}"),
+    # MeterUsage (custom pricing): the dimension is not one of the listing's, or the call went to
+    # another region than the task's.
+    "InvalidUsageDimensionException": (
+        "config",
+        _env.DIMENSIONS,
+        "MARKETPLACE_DIMENSIONS must list the dimension API names of your listing exactly",
+    ),
+    "InvalidEndpointRegionException": (
+        "config",
+        _env.AWS_REGION,
+        "MeterUsage must be called in the region the task or pod runs in; check AWS_REGION",
+    ),
 }
 
 _CREDENTIAL_CODES = frozenset(

@@ -28,10 +28,14 @@ from marketplace_entitlement._parsers import (
     read_public_key_file,
 )
 from marketplace_entitlement.entitlement._rsa import RsaPublicKey
+from marketplace_entitlement.metering._config import DEFAULT_HTTP, parse_listen
+from marketplace_entitlement.metering._records import parse_dimensions
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FAILURE_POLICIES = ("keep-running", "stop")
+PRICING_MODELS = ("hourly", "custom")
+BACKLOG_POLICIES = ("warn", "stop")
 
 Parser = Callable[[str, str], Any]
 
@@ -124,6 +128,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("status_max_age", _env.STATUS_MAX_AGE, parse_duration, None,
            "2 x interval + register timeout",
            "how old the last successful registration may be for `probe` to pass"),
+    Option("pricing", _env.PRICING, _choice(PRICING_MODELS), "hourly", "hourly",
+           "`hourly` (RegisterUsage) or `custom` (MeterUsage per dimension)"),
+    Option("dimensions", _env.DIMENSIONS, parse_dimensions, (), "none",
+           "comma-separated dimension names of the product (`custom` only)"),
+    Option("metering_state_dir", _env.METERING_STATE_DIR, _optional_path, None, "none",
+           "directory of the durable usage store (a task/pod-scoped volume)"),
+    Option("metering_http", _env.METERING_HTTP, parse_listen, parse_listen(DEFAULT_HTTP, ""),
+           DEFAULT_HTTP, "`HOST:PORT` of `run`'s loopback HTTP ingestion endpoint, or `off`",
+           for_run_only=True),
+    Option("metering_statsd", _env.METERING_STATSD, parse_listen, None, "off",
+           "`HOST:PORT` of `run`'s loopback StatsD/DogStatsD UDP listener, or `off`",
+           for_run_only=True),
+    Option("metering_send_window", _env.METERING_SEND_WINDOW, parse_duration, 600.0, "10m",
+           "sends of a closed hour are spread at random over this long after the hour"),
+    Option("metering_stop_timeout", _env.METERING_STOP_TIMEOUT, parse_duration, 20.0, "20s",
+           "on stop, how long `run` tries to send the unfinished hour after CMD exited",
+           for_run_only=True),
+    Option("metering_backlog_policy", _env.METERING_BACKLOG_POLICY, _choice(BACKLOG_POLICIES),
+           "warn", "warn",
+           "unsent usage nearing the 6-hour window: `warn`, or `stop` CMD", for_run_only=True),
     Option("usage_store", _env.USAGE_STORE, _store_url, None, "the project's choice (SQLite)",
            "SaaS: where usage is kept until sent: `sqlite:///PATH` or `postgresql://...`"),
 )  # fmt: skip
@@ -150,6 +174,14 @@ class Settings:
     signal_group: bool = False
     signal_rewrite: tuple[tuple[int, int], ...] = ()
     status_max_age: float | None = None
+    pricing: str = "hourly"
+    dimensions: tuple[str, ...] = ()
+    metering_state_dir: Path | None = None
+    metering_http: tuple[str, int] | None = ("127.0.0.1", 9811)
+    metering_statsd: tuple[str, int] | None = None
+    metering_send_window: float = 600.0
+    metering_stop_timeout: float = 20.0
+    metering_backlog_policy: str = "warn"
     usage_store: str | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
@@ -217,6 +249,7 @@ def load_settings(
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
             hint="set it to the product code of your AWS Marketplace listing",
         )  # fmt: skip
+    _check_pricing(values)
     for name in ("register_timeout", "reregister_interval", "stop_grace_period", "term_delay"):
         if values[name] < 0:
             variable = OPTIONS_BY_NAME[name].variable
@@ -226,7 +259,12 @@ def load_settings(
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
     key = _load_key(key_text, key_path)
-    if values["verify_signature"] and key is None and not for_saas:
+    if (
+        values["verify_signature"]
+        and key is None
+        and values["pricing"] == "hourly"
+        and not for_saas
+    ):
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
             f"or {_env.PUBLIC_KEY}",
@@ -240,6 +278,24 @@ def load_settings(
         ecs_metadata_uri=env.get(_env.ECS_CONTAINER_METADATA_URI_V4) or None,
         **values,
     )
+
+
+def _check_pricing(values: Mapping[str, Any]) -> None:
+    """Custom pricing needs its dimensions; hourly pricing has none (a likely mistake otherwise)."""
+    if values["pricing"] == "custom" and not values["dimensions"]:
+        raise ConfigurationError(
+            f"{_env.PRICING}=custom needs {_env.DIMENSIONS}", variable=_env.DIMENSIONS,
+            hint="list the dimension API names of your listing, comma-separated",
+        )  # fmt: skip
+    if values["pricing"] == "hourly" and values["dimensions"]:
+        raise ConfigurationError(
+            f"{_env.DIMENSIONS} is set but {_env.PRICING} is hourly", variable=_env.PRICING,
+            hint=f"set {_env.PRICING}=custom for a product priced by dimensions",
+        )  # fmt: skip
+    for name in ("metering_send_window", "metering_stop_timeout"):
+        if values[name] < 0:
+            variable = OPTIONS_BY_NAME[name].variable
+            raise ConfigurationError(f"{variable} must not be negative", variable=variable)
 
 
 def _load_key(text: Any, path: Any) -> RsaPublicKey | None:

@@ -110,6 +110,12 @@ class StatusFile:
             )
             self._write_or_log()
 
+    def record_metering(self, metering: dict[str, Any]) -> None:
+        """Record custom metering's health (per dimension: last hour sent, backlog, oldest unsent)."""
+        with self._lock:
+            self._state["metering"] = metering
+            self._write_or_log()
+
     def _write_or_log(self) -> None:
         """Write; a failure (disk full, volume gone) is logged, never fatal to the caller."""
         try:
@@ -168,4 +174,21 @@ def probe(path: Path, *, max_age: float | None = None, now: float | None = None)
         return ProbeResult(
             False, f"last successful registration was {age:.0f}s ago, more than {limit:.0f}s"
         )
-    return ProbeResult(True, f"entitled; last successful registration {age:.0f}s ago")
+    return ProbeResult(
+        True, f"entitled; last successful registration {age:.0f}s ago" + _metering_line(state)
+    )
+
+
+def _metering_line(state: dict[str, Any]) -> str:
+    """Custom metering's health in a few words (empty for hourly pricing)."""
+    metering = state.get("metering")
+    if not isinstance(metering, dict):
+        return ""
+    dimensions = metering.get("dimensions") or {}
+    backlog = sum(int(d.get("backlog") or 0) for d in dimensions.values() if isinstance(d, dict))
+    sent = [d.get("last_hour_sent") for d in dimensions.values() if isinstance(d, dict)]
+    last = max((hour for hour in sent if hour), default=None)
+    oldest = metering.get("oldest_unsent_hour")
+    return f"; metering: last hour sent {last or 'none'}, unsent backlog {backlog}" + (
+        f" since {oldest}" if oldest else ""
+    )

@@ -67,6 +67,13 @@ OPTIONS: Final = (
         repeatable=True, metavar="CODE",
     ),
     _Option(
+        ("--dimensions",), "dimensions", "DIMENSIONS", [],
+        "CODE=DIM1,DIM2: the product's dimensions; MeterUsage of any other gets "
+        "InvalidUsageDimensionException (repeatable; the product is entitled unless listed "
+        "otherwise; environment: ';'-separated)",
+        repeatable=True, metavar="CODE=DIMS",
+    ),
+    _Option(
         ("--region",), "region", "REGION", None,
         "the emulator's region: RegisterUsage signed for another one gets InvalidRegionException",
     ),
@@ -145,7 +152,7 @@ def _resolve(namespace: argparse.Namespace, environ: Mapping[str, str]) -> dict[
         if given is not None:
             values[option.dest] = given
         elif raw is not None and raw != "":
-            separator = ";" if option.dest == "fault" else ","
+            separator = ";" if option.dest in ("fault", "dimensions") else ","
             values[option.dest] = (
                 [item.strip() for item in raw.split(separator) if item.strip()]
                 if option.repeatable
@@ -193,6 +200,12 @@ def build_emulator(values: Mapping[str, Any]) -> Emulator:
         ("invalid_product_code", "invalid"),
     ):
         products.update(dict.fromkeys(values[dest], status))
+    dimensions: dict[str, list[str]] = {}
+    for code, names in _pairs(values["dimensions"], "--dimensions").items():
+        dimensions[code] = [name.strip() for name in names.split(",") if name.strip()]
+        if not dimensions[code]:
+            raise UsageError(f"--dimensions {code}: name at least one dimension")
+        products.setdefault(code, "entitled")
     rate_limits: dict[str, float | None] = {}
     for operation, rate in _pairs(values["rate_limit"], "--rate-limit").items():
         if operation not in OPERATIONS:
@@ -224,6 +237,7 @@ def build_emulator(values: Mapping[str, Any]) -> Emulator:
             keys=keys,
             credentials=credentials,
             disabled_operations=values["disable_operation"],
+            dimensions=dimensions,
             faults=faults,
             seed=seed,
             host=values["host"],

@@ -15,6 +15,7 @@
     DELETE /_emulator/faults
     GET    /_emulator/rate-limits
     PUT    /_emulator/rate-limits    {"RegisterUsage": 2, "MeterUsage": null}
+    GET    /_emulator/metered        every accepted MeterUsage record (task, hour, quantity, ...)
     GET    /_emulator/requests[?operation=RegisterUsage]
     DELETE /_emulator/requests
     GET    /_emulator/customers
@@ -173,6 +174,8 @@ def _route(emulator: Emulator, method: str, target: str, body: bytes) -> Answer:
             return 200, emulator.rate_limits()
         if method in {"PUT", "POST"}:
             return _rate_limits(emulator, body)
+    if route == ("GET", "metered", 0):
+        return 200, emulator.metered()
     if resource == "requests" and not rest:
         if method == "GET":
             operation = query.get("operation", [None])[0]

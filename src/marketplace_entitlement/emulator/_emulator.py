@@ -382,6 +382,15 @@ class Emulator:
         """Every request received (oldest first), or only those of ``operation``."""
         return self._backend.recorded(operation)
 
+    def metered(self) -> list[dict[str, Any]]:
+        """Every MeterUsage record accepted, oldest first (an identical repeat is not listed again).
+
+        Each: metering_record_id, product_code, dimension, hour, timestamp, task (the identity the
+        hour rule is keyed by), quantity (text), allocations (as sent) and accepted_at.
+        """
+        with self._state.lock:
+            return [dict(record) for record in self._state.metered]
+
     def clear_requests(self) -> None:
         """Forget the recorded requests."""
         self._backend.forget_records()

@@ -21,6 +21,7 @@ from marketplace_entitlement.emulator._errors import DRY_RUN_OPERATION, VALIDATI
 from marketplace_entitlement.emulator._keys import KeyRing
 from marketplace_entitlement.emulator._model import JsonObject
 from marketplace_entitlement.emulator._sigv4 import SignedIdentity
+from marketplace_entitlement.emulator._tasks import task_identity
 from marketplace_entitlement.emulator._types import ClaimCasing, Customer, ProductStatus
 
 MAX_AGE_SECONDS: Final = 6 * 3600  # records older than this are refused
@@ -65,6 +66,7 @@ class ServiceState:
     hourly: dict[tuple[str, str, int, str], _Metered] = field(default_factory=dict)
     batch: dict[tuple[str, str, str, float], _Metered] = field(default_factory=dict)
     client_tokens: dict[str, tuple[str, JsonObject]] = field(default_factory=dict)
+    metered: list[JsonObject] = field(default_factory=list)  # accepted MeterUsage records
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def forget_usage(self) -> None:
@@ -73,6 +75,7 @@ class ServiceState:
             self.hourly.clear()
             self.batch.clear()
             self.client_tokens.clear()
+            self.metered.clear()
 
 
 def new_customer(
@@ -280,11 +283,25 @@ class MeteringService:
                     )
                 return {"MeteringRecordId": record_id}
             hour = int(math.floor(body["Timestamp"] / HOUR) * HOUR)
-            key = (body["ProductCode"], body["UsageDimension"], hour, identity.access_key_id)
+            task = task_identity(identity)
+            key = (body["ProductCode"], body["UsageDimension"], hour, task)
             metered = state.hourly.get(key)
             if metered is None:
                 metered = _Metered(str(uuid.uuid4()), quantity)
                 state.hourly[key] = metered
+                state.metered.append(
+                    {
+                        "metering_record_id": metered.record_id,
+                        "product_code": body["ProductCode"],
+                        "dimension": body["UsageDimension"],
+                        "hour": hour,
+                        "timestamp": body["Timestamp"],
+                        "task": task,
+                        "quantity": str(quantity),
+                        "allocations": body.get("UsageAllocations"),
+                        "accepted_at": self._clock(),
+                    }
+                )
             elif metered.quantity != quantity:
                 raise ServiceError(
                     "DuplicateRequestException",

@@ -195,6 +195,10 @@ def check_entitlement(
     ``client`` injects a botocore ``meteringmarketplace`` client; ``stop`` ends retry waits early.
     """
     settings = load_settings(environ, **overrides)
+    if settings.pricing == "custom":  # the startup call is MeterUsage (docs/metering.md)
+        from marketplace_entitlement.metering._runtime import custom_gate  # noqa: PLC0415
+
+        return custom_gate(settings, client).check(stop)
     return Gate(settings, client).check(stop)
 
 

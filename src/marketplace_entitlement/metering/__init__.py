@@ -1,0 +1,1 @@
+"""Custom metering for container products: record usage durably, send MeterUsage every hour."""

@@ -1,0 +1,155 @@
+"""The startup gate of custom pricing: a real MeterUsage call is the entitlement check.
+
+AWS raises entitlement errors only on a task's or pod's first MeterUsage call, so that call decides
+whether CMD may start, with the same retry budget, exit codes and messages as RegisterUsage.
+
+The startup record: a zero for the first declared dimension, stamped now (inside the current hour).
+It is stored frozen (``ensure_record``) before it is sent, so:
+
+- no usage is lost or counted twice: that dimension's usage of the current hour, which the service
+  will no longer accept for this task once the zero is recorded, is carried into the next hour by
+  the store like any late usage;
+- a container restarted inside the same task and hour sends the stored request again, byte for
+  byte (an identical request: the service answers with the same MeteringRecordId), not a new one
+  that would get ``DuplicateRequestException``. If that dimension's hour was already reported with
+  another quantity (the partial hour sent on SIGTERM), the stored record is that one, sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, cast
+
+from marketplace_entitlement._client import LazyClient, MeteringClient
+from marketplace_entitlement._errors import EntitlementError, ServiceConfigurationError
+from marketplace_entitlement._retry import backoff_delays, call_with_retries
+from marketplace_entitlement._settings import Settings
+from marketplace_entitlement.entitlement._gate import Entitlement
+from marketplace_entitlement.metering._payload import meter_usage_payload
+from marketplace_entitlement.metering._sender import LEASE_SECONDS, MeterUsageClient
+from marketplace_entitlement.store import UsageStore, hour_of
+
+logger = logging.getLogger(__name__)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class MeteringEntitlement(Entitlement):
+    """The startup MeterUsage was accepted: the buyer is entitled (custom pricing)."""
+
+    dimension: str = ""
+    hour: int = 0
+    metering_record_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entitlement as a JSON-ready dict (what ``check`` prints in custom pricing)."""
+        return {
+            "entitled": True,
+            "pricing": "custom",
+            "product_code": self.product_code,
+            "registered_at": self.registered_at.isoformat().replace("+00:00", "Z"),
+            "dimension": self.dimension,
+            "hour": _utc(self.hour).isoformat().replace("+00:00", "Z"),
+            "metering_record_id": self.metering_record_id,
+        }
+
+
+class MeterUsageGate:
+    """Sends the startup record (stored first when a store is given) and decides."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: MeteringClient | None = None,
+        *,
+        store: UsageStore | None = None,
+        retry_delays: Callable[[], Iterator[float]] = backoff_delays,
+    ) -> None:
+        self.settings = settings
+        self.client = LazyClient(settings, client)
+        self.store = store
+        self._retry_delays = retry_delays
+
+    def check(
+        self, stop: threading.Event | None = None, *, timeout: float | None = None
+    ) -> MeteringEntitlement:
+        """Send the startup MeterUsage (retrying as the retry policy decides); return or raise."""
+        settings = self.settings
+        now = time.time()
+        hour = hour_of(now)
+        dimension = settings.dimensions[0]
+        zero = {"": Decimal(0)}
+        payload = meter_usage_payload(settings.product_code, dimension, int(now), zero)
+        owner = f"gate-{os.getpid()}-{secrets.token_hex(4)}"
+        record_id: int | None = None
+        if self.store is not None:
+            record = self.store.ensure_record(dimension, hour, allocations=zero, payload=payload)
+            payload = record.payload
+            if self.store.claim_record(record.id, owner=owner, lease_seconds=LEASE_SECONDS):
+                record_id = record.id
+        request = json.loads(payload)
+        client = cast("MeterUsageClient", self.client.get())
+        budget = settings.register_timeout if timeout is None else timeout
+        try:
+            response = call_with_retries(
+                lambda: client.meter_usage(**request),
+                timeout=budget,
+                stop=stop or threading.Event(),
+                delays=self._retry_delays(),
+                operation="MeterUsage",
+            )
+            answer: str | None = str(response.get("MeteringRecordId") or "") or None
+        except ServiceConfigurationError as error:
+            if error.aws_error_code != "DuplicateRequestException":
+                self._release(record_id, owner)
+                raise
+            # This task already reported the dimension's hour with another quantity: it passed the
+            # entitlement check then (refusals come only on a task's first call).
+            answer = None
+            if record_id is not None and self.store is not None:
+                self.store.carry(record_id, owner=owner, to_hour=hour, reason=error.message)
+                record_id = None
+        except EntitlementError:
+            self._release(record_id, owner)
+            raise
+        if record_id is not None and self.store is not None:
+            self.store.mark_sent(record_id, owner=owner, detail=answer or "")
+        logger.info(
+            "entitled to %s (custom pricing: startup MeterUsage of %s accepted)",
+            settings.product_code,
+            dimension,
+            extra={
+                "event": "entitlement.granted",
+                "product_code": settings.product_code,
+                "pricing": "custom",
+                "metering_record_id": answer,
+            },
+        )
+        return MeteringEntitlement(
+            product_code=settings.product_code,
+            public_key_version=settings.public_key_version,
+            nonce="",
+            issued_at=_utc(now),
+            registered_at=_utc(time.time()),
+            verified=False,
+            token="",
+            dimension=dimension,
+            hour=hour,
+            metering_record_id=answer,
+        )
+
+    def _release(self, record_id: int | None, owner: str) -> None:
+        if record_id is not None and self.store is not None:
+            self.store.release(record_id, owner=owner)

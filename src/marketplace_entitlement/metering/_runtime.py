@@ -1,0 +1,269 @@
+"""Custom metering put together: the store, the startup gate, the sender, ingestion and health.
+
+``run`` (custom pricing) and the import API's ``start_metering`` both build a ``Metering``; ``run``
+also serves the loopback ingestion endpoints for CMD and sends the unfinished hour when it stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from marketplace_entitlement import _env
+from marketplace_entitlement._client import LazyClient, MeteringClient
+from marketplace_entitlement._errors import ConfigurationError
+from marketplace_entitlement._settings import Settings, load_settings
+from marketplace_entitlement._status import StatusFile
+from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
+from marketplace_entitlement.metering._ingest import HttpIngestion, StatsdIngestion
+from marketplace_entitlement.metering._recorder import (
+    Recorder,
+    open_metering_store,
+    set_default_recorder,
+)
+from marketplace_entitlement.metering._sender import Sender, SenderHealth
+from marketplace_entitlement.store import HOUR, FrozenRecord, UsageStore
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_LIMIT_SECONDS = 4 * HOUR  # unsent usage this old nears the service's 6-hour window
+
+
+def custom_gate(settings: Settings, client: MeteringClient | None = None) -> MeterUsageGate:
+    """The MeterUsage gate, storing its startup record when a state directory is configured."""
+    store = (
+        None
+        if settings.metering_state_dir is None
+        else open_metering_store(settings.metering_state_dir)
+    )
+    return MeterUsageGate(settings, client, store=store)
+
+
+def with_state_dir(settings: Settings) -> Settings:
+    """``run`` needs a store: without a state directory, a temporary one, said loudly."""
+    if settings.pricing != "custom" or settings.metering_state_dir is not None:
+        return settings
+    directory = Path(tempfile.mkdtemp(prefix="marketplace-metering-"))
+    logger.warning(
+        "%s is not set: usage is kept in %s, inside the container; a container restart loses "
+        "the usage not yet sent (and repeats of the hour's startup record are no longer "
+        "recognised). Mount a task- or pod-scoped volume there (docs/metering.md)",
+        _env.METERING_STATE_DIR,
+        directory,
+        extra={"event": "metering.no_state_dir", "state_dir": str(directory)},
+    )
+    return dataclasses.replace(settings, metering_state_dir=directory)
+
+
+def child_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """CMD's environment: the metering settings ``record_usage`` and ``record`` need, as resolved."""
+    env = dict(base)
+    if settings.pricing == "custom":
+        env[_env.PRICING] = "custom"
+        env[_env.DIMENSIONS] = ",".join(settings.dimensions)
+        env[_env.METERING_STATE_DIR] = str(settings.metering_state_dir)
+        for variable, address in (
+            (_env.METERING_HTTP, settings.metering_http),
+            (_env.METERING_STATSD, settings.metering_statsd),
+        ):
+            env[variable] = "off" if address is None else f"{address[0]}:{address[1]}"
+    return env
+
+
+class Metering:
+    """Running custom metering: records usage, sends it hourly, reports health; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: UsageStore,
+        client: LazyClient,
+        entitlement: MeteringEntitlement,
+        *,
+        status: StatusFile | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.entitlement = entitlement
+        self.recorder = Recorder(store, settings.dimensions)
+        self._status = status
+        self._stop = threading.Event()
+        self._stopped = False
+        self._warned_hour: int | None = None
+        self.on_backlog_stop: Callable[[str], None] | None = None
+        owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.sender = Sender(
+            store,
+            client,
+            product_code=settings.product_code,
+            dimensions=settings.dimensions,
+            send_window=settings.metering_send_window,
+            owner=owner,
+            stop=self._stop,
+            on_health=self._on_health,
+            on_sent=self._on_sent,
+        )
+        self.http: HttpIngestion | None = None
+        self.statsd: StatsdIngestion | None = None
+
+    def start(self, *, serve: bool = False) -> Metering:
+        """Start the sender; with ``serve``, also the configured loopback ingestion endpoints."""
+        try:
+            if serve and self.settings.metering_http is not None:
+                self.http = HttpIngestion(
+                    self.settings.metering_http, self.recorder, variable=_env.METERING_HTTP
+                ).start()
+            if serve and self.settings.metering_statsd is not None:
+                self.statsd = StatsdIngestion(
+                    self.settings.metering_statsd, self.recorder, variable=_env.METERING_STATSD
+                ).start()
+        except ConfigurationError:
+            self._stop_ingestion()
+            raise
+        self.sender.report_health()
+        self.sender.start()
+        logger.info(
+            "custom metering started: %s",
+            ", ".join(self.settings.dimensions),
+            extra={
+                "event": "metering.started",
+                "state_dir": str(self.settings.metering_state_dir),
+                "http": None if self.http is None else _address(self.http.address),
+                "statsd": None if self.statsd is None else _address(self.statsd.address),
+            },
+        )
+        return self
+
+    def record_usage(
+        self, dimension: str, quantity: int = 1, *, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record usage into this metering's store (same rules as ``record_usage``)."""
+        self.recorder.record(dimension, quantity, tags=tags)
+
+    def stop(self, *, flush: bool = True, timeout: float | None = None) -> bool:
+        """Stop ingestion and the sender; with ``flush``, send the unfinished hour too.
+
+        ``timeout`` bounds the final sends (default ``MARKETPLACE_METERING_STOP_TIMEOUT``). Returns
+        True when nothing is left unsent; what is left stays in the store for the next start.
+        """
+        if self._stopped:
+            return True
+        self._stopped = True
+        self._stop_ingestion()
+        self._stop.set()
+        self.sender.join(timeout=30)
+        done = True
+        if flush:
+            budget = self.settings.metering_stop_timeout if timeout is None else timeout
+            done = self.sender.flush(budget)
+            left = [e for e in self.store.backlog() if e.quantity > 0]
+            if left:
+                logger.warning(
+                    "%d units remain in %s for later hours (usage of an hour already reported "
+                    "is carried into the next); the next start on that directory sends them",
+                    sum(e.quantity for e in left),
+                    self.settings.metering_state_dir,
+                    extra={"event": "metering.left_at_stop"},
+                )
+            if not done:
+                logger.error(
+                    "stopping with usage not yet accepted by MeterUsage; it stays in %s and is "
+                    "sent by the next start on that directory",
+                    self.settings.metering_state_dir,
+                    extra={"event": "metering.unsent_at_stop"},
+                )
+        set_default_recorder(None)
+        self.store.close()
+        return done
+
+    def _stop_ingestion(self) -> None:
+        for server in (self.http, self.statsd):
+            if server is not None:
+                server.stop()
+        self.http = self.statsd = None
+
+    def _on_sent(self, record: FrozenRecord, record_id: str) -> None:
+        if self._status is not None:
+            self._status.record_success(registered_at=time.time(), next_attempt=None)
+
+    def _on_health(self, health: SenderHealth) -> None:
+        if self._status is not None:
+            self._status.record_metering(health.to_json())
+        oldest = health.oldest_unsent_hour
+        if oldest is None or health.at - (oldest + HOUR) < BACKLOG_LIMIT_SECONDS:
+            return
+        reason = (
+            f"usage of {time.strftime('%Y-%m-%dT%H:00Z', time.gmtime(oldest))} is still unsent "
+            f"and nears the service's 6-hour window (last error: {health.last_error})"
+        )
+        if self.settings.metering_backlog_policy == "stop" and self.on_backlog_stop is not None:
+            logger.error(
+                "%s; stopping the command (policy 'stop')",
+                reason,
+                extra={"event": "metering.backlog"},
+            )
+            self.on_backlog_stop(reason)
+        elif self._warned_hour != oldest:
+            self._warned_hour = oldest
+            logger.warning("%s", reason, extra={"event": "metering.backlog"})
+
+
+def _address(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def start_for_run(
+    gate: MeterUsageGate, entitlement: MeteringEntitlement, status: StatusFile | None
+) -> Metering:
+    """``run``: metering over the gate's store, with the loopback ingestion endpoints."""
+    assert gate.store is not None
+    return Metering(gate.settings, gate.store, gate.client, entitlement, status=status).start(
+        serve=True
+    )
+
+
+def start_metering(
+    *,
+    client: MeteringClient | None = None,
+    environ: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    **overrides: Any,
+) -> Metering:
+    """Pass the custom-pricing gate, then send this process's recorded usage in the background.
+
+    For applications that meter from their own process rather than under ``run``. Settings as for
+    ``check_entitlement`` (``MARKETPLACE_PRICING=custom``, ``MARKETPLACE_DIMENSIONS`` and
+    ``MARKETPLACE_METERING_STATE_DIR`` are required). Raises the gate's EntitlementError on refusal.
+    Afterwards ``record_usage`` in this process records into this store; call ``.stop()`` on
+    shutdown to send the unfinished hour.
+    """
+    settings = load_settings(environ, **overrides)
+    if settings.pricing != "custom":
+        raise ConfigurationError(
+            f"start_metering needs {_env.PRICING}=custom", variable=_env.PRICING,
+            hint="hourly-priced products register with check_entitlement instead",
+        )  # fmt: skip
+    if settings.metering_state_dir is None:
+        raise ConfigurationError(
+            f"start_metering needs {_env.METERING_STATE_DIR}", variable=_env.METERING_STATE_DIR,
+            hint="a task- or pod-scoped volume, so that a restart keeps unsent usage",
+        )  # fmt: skip
+    gate = custom_gate(settings, client)
+    assert gate.store is not None
+    try:
+        entitlement = gate.check(stop)
+    except BaseException:
+        gate.store.close()
+        raise
+    metering = Metering(settings, gate.store, gate.client, entitlement).start()
+    set_default_recorder(metering.recorder)
+    return metering
