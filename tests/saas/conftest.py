@@ -62,3 +62,17 @@ def saas_client(saas_emulator: Emulator) -> Any:
         aws_secret_access_key="secret",
         config=Config(retries={"total_max_attempts": 1}),
     )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def usage_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh usage store of each backend (PostgreSQL: a real server, a schema of its own)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/usage.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite usage store (for tests whose subject is not the backend)."""
+    return f"sqlite:///{tmp_path}/usage.sqlite3"

@@ -391,6 +391,15 @@ class Emulator:
         with self._state.lock:
             return [dict(record) for record in self._state.metered]
 
+    def batch_metered(self) -> list[dict[str, Any]]:
+        """Every BatchMeterUsage record accepted, oldest first (identical repeats not listed again).
+
+        Each: metering_record_id, product_code, customer_identifier, aws_account_id, license_arn,
+        dimension, timestamp, quantity (text), allocations (as sent) and accepted_at.
+        """
+        with self._state.lock:
+            return [dict(record) for record in self._state.batch_metered]
+
     def clear_requests(self) -> None:
         """Forget the recorded requests."""
         self._backend.forget_records()

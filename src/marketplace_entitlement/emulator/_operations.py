@@ -67,6 +67,7 @@ class ServiceState:
     batch: dict[tuple[str, str, str, float], _Metered] = field(default_factory=dict)
     client_tokens: dict[str, tuple[str, JsonObject]] = field(default_factory=dict)
     metered: list[JsonObject] = field(default_factory=list)  # accepted MeterUsage records
+    batch_metered: list[JsonObject] = field(default_factory=list)  # accepted BatchMeterUsage
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def forget_usage(self) -> None:
@@ -76,6 +77,7 @@ class ServiceState:
             self.batch.clear()
             self.client_tokens.clear()
             self.metered.clear()
+            self.batch_metered.clear()
 
 
 def new_customer(
@@ -409,6 +411,20 @@ class MeteringService:
         if metered is None:
             metered = _Metered(str(uuid.uuid4()), quantity)
             self.state.batch[key] = metered
+            self.state.batch_metered.append(
+                {
+                    "metering_record_id": metered.record_id,
+                    "product_code": product_code,
+                    "customer_identifier": customer.customer_identifier,
+                    "aws_account_id": customer.aws_account_id,
+                    "license_arn": customer.license_arn,
+                    "dimension": record["Dimension"],
+                    "timestamp": record["Timestamp"],
+                    "quantity": str(quantity),
+                    "allocations": record.get("UsageAllocations"),
+                    "accepted_at": self._clock(),
+                }
+            )
         elif metered.quantity != quantity:
             return {"UsageRecord": record, "Status": "DuplicateRecord"}
         return {"UsageRecord": record, "MeteringRecordId": metered.record_id, "Status": "Success"}

@@ -9,7 +9,6 @@ bounded (``MAX_FORM_BYTES``): a larger one is refused before it is read.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import inspect
 import logging
@@ -257,6 +256,8 @@ class FulfillmentASGI:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _fulfil(self, body: bytes) -> FulfillmentResponse:
+        import asyncio  # noqa: PLC0415  (only ASGI apps need it; it costs milliseconds to import)
+
         resolved = await asyncio.to_thread(self.core.resolve_form, body)
         if isinstance(resolved, FulfillmentResponse):
             return resolved

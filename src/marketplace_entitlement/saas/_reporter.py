@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -20,6 +20,7 @@ from typing import Any
 
 from marketplace_entitlement import _env
 from marketplace_entitlement._client import LazyClient
+from marketplace_entitlement._retry import backoff_delays
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement.saas._customer import SaasCustomer
 from marketplace_entitlement.saas._rate import DEFAULT_RATE, LocalRateGate, RateGate, StoreRateGate
@@ -72,6 +73,8 @@ class UsageReporter:
         rate_gate: RateGate | None = None,
         send_interval: float = SEND_INTERVAL_SECONDS,
         retry_timeout: float | None = None,
+        lease_seconds: float | None = None,
+        retry_delays: Callable[[], Iterator[float]] = backoff_delays,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if settings is None:
@@ -92,6 +95,8 @@ class UsageReporter:
             on_held=on_held,
             clock=clock,
             retry_timeout=RETRY_TIMEOUT_SECONDS if retry_timeout is None else retry_timeout,
+            lease_seconds=lease_seconds,
+            retry_delays=retry_delays,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -125,6 +125,8 @@ class UsageSender:
         on_held: Callable[[HeldRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
         retry_timeout: float = RETRY_TIMEOUT_SECONDS,
+        lease_seconds: float | None = None,
+        retry_delays: Callable[[], Iterator[float]] = backoff_delays,
         claim_limit: int = CLAIM_LIMIT,
     ) -> None:
         self.store = store
@@ -134,7 +136,9 @@ class UsageSender:
         self.on_held = on_held
         self.clock = clock
         self.retry_timeout = retry_timeout
-        self.lease_seconds = retry_timeout + 120.0
+        # A lease outlives a request's retries, so no other sender resends a record meanwhile.
+        self.lease_seconds = lease_seconds if lease_seconds is not None else retry_timeout + 120.0
+        self.retry_delays = retry_delays
         self.claim_limit = claim_limit
 
     # -- a round ---------------------------------------------------------------------------------
@@ -202,7 +206,11 @@ class UsageSender:
 
         try:
             answer = call_with_retries(
-                call, timeout=self.retry_timeout, stop=stop, operation="BatchMeterUsage"
+                call,
+                timeout=self.retry_timeout,
+                stop=stop,
+                delays=self.retry_delays(),
+                operation="BatchMeterUsage",
             )
         except (ServiceUnavailableError, RegistrationInterrupted) as error:
             self._release(request.records)
@@ -358,7 +366,7 @@ class UsageSender:
         The wall clock is re-read every round, so the top of an hour is noticed within
         ``interval`` even when the wall clock jumps or runs fast.
         """
-        delays: Iterator[float] = backoff_delays()
+        delays: Iterator[float] = self.retry_delays()
         while not stop.is_set():
             wait = interval
             try:
@@ -377,7 +385,7 @@ class UsageSender:
                 if result.retry:
                     wait = min(interval, next(delays))
                 else:
-                    delays = backoff_delays()
+                    delays = self.retry_delays()
             stop.wait(wait)
 
 
