@@ -9,6 +9,7 @@ MeteringRecordId).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,9 @@ def meter_usage_payload(
     """The request JSON: quantity is the allocations' sum; allocations only when something is tagged."""
     total = sum(allocations.values(), Decimal(0))
     request: dict[str, Any] = {
+        # botocore would draw a fresh ClientToken per call (the model marks it an idempotency
+        # token); drawn once here and stored, every repeat of the record is identical.
+        "ClientToken": str(uuid.uuid4()),
         "ProductCode": product_code,
         "Timestamp": timestamp,
         "UsageDimension": dimension,

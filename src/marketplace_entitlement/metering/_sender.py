@@ -225,10 +225,12 @@ class Sender:
         """
         now = self._clock()
         hour = hour_of(now)
-        before = hour + HOUR if include_open_hour else hour
-        self.store.freeze(
-            before_hour=before, open_hour=before, build=MeterUsageBuilder(self.product_code, now)
-        )
+        build = MeterUsageBuilder(self.product_code, now)
+        # Closed hours first: their late usage is carried into this hour...
+        self.store.freeze(before_hour=hour, open_hour=hour, build=build)
+        if include_open_hour:
+            # ...and so sent with it when the unfinished hour goes too (on stop).
+            self.store.freeze(before_hour=hour + HOUR, open_hour=hour + HOUR, build=build)
         done = True
         while not self.stop.is_set() or deadline is not None:
             records = self.store.claim(

@@ -1,0 +1,1 @@
+"""Custom metering, black-box: `run`, the import API, the CLI and the emulator over loopback."""
