@@ -260,3 +260,24 @@ def test_reports_are_checked_before_they_are_stored(
         with pytest.raises(ValueError, match="tags"):
             usage.report(customer, "api_calls", 1, tags={str(i): "v" for i in range(6)})
         assert usage.backlog() == []
+
+
+def test_the_reporter_thread_sends_in_the_background(
+    sqlite_url: str, saas_emulator: Emulator, saas_client: Any
+) -> None:
+    """start() runs the sender thread: a closed hour's usage arrives without send_now; stop() ends it."""
+    customer = license_customer(saas_emulator)
+    hour = previous_hour()
+    usage = reporter(sqlite_url, saas_client, send_interval=0.05)
+    try:
+        usage.report(customer, "api_calls", 4, timestamp=hour)
+        usage.start()
+        deadline = time.monotonic() + 30
+        while not saas_emulator.batch_metered() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        usage.close()
+    assert not any(t.name == "marketplace-usage-sender" for t in threading.enumerate())
+    assert accepted_totals(saas_emulator) == {
+        (customer_name(customer), "api_calls", hour): Decimal(4)
+    }
