@@ -8,10 +8,10 @@ Run: ``PYTHONPATH=. .venv/bin/python bench/saas.py [--seconds N] [--customers N]
    with 1 and 8 writer processes, each reporting for ``--seconds``.
 2. An hour of ``--customers`` x 3 dimensions sent to the emulator. AWS's quota is 10 calls/s; to
    keep the run short the emulator's BatchMeterUsage limit and the senders' rate are both scaled to
-   ``--quota`` (default 100/s, 10 x AWS's): calls made versus the minimum (records / 25), records
-   per request and time to drain do not depend on the scale, only the wall time does (divide by
-   quota / 10 for AWS's). SQLite with one sender; PostgreSQL with three senders sharing the quota
-   through the store.
+   ``--quota`` (default 100/s, 10 x AWS's): calls made versus the minimum (records / 25) and
+   records per request do not depend on the scale; at AWS's 10/s the drain is bound by the quota
+   (minimum calls / 10 seconds). SQLite with one sender; PostgreSQL with three senders sharing the
+   quota through the store.
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ def main() -> None:
                 f"accepted, {figures['calls']} calls (minimum {figures['minimum']}: "
                 f"{figures['calls'] / figures['minimum']:.3f}x, {figures['throttled']} throttled), "
                 f"{figures['records_per_request']:.1f} records/request, drained in "
-                f"{figures['seconds']:.1f}s (at 10/s: "
-                f"{figures['seconds'] * args.quota / 10:.0f}s)"
+                f"{figures['seconds']:.1f}s (the quota allows {figures['minimum'] / args.quota:.0f}s;"
+                f" at AWS's 10/s at least {figures['minimum'] / 10:.0f}s)"
             )
     finally:
         stop_server(server)
