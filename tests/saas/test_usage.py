@@ -281,3 +281,42 @@ def test_the_reporter_thread_sends_in_the_background(
     assert accepted_totals(saas_emulator) == {
         (customer_name(customer), "api_calls", hour): Decimal(4)
     }
+
+
+def test_one_bad_record_is_narrowed_down_and_held(
+    sqlite_url: str, saas_emulator: Emulator, saas_client: Any
+) -> None:
+    """A license the service refuses fails its whole request: the request is split, only it held."""
+    good = [license_customer(saas_emulator, f"50000000{i:04d}") for i in range(9)]
+    stranger = SaasCustomer(
+        "saas-prod",
+        aws_account_id="999999999999",
+        license_arn="arn:aws:license-manager::999999999999:license:l-unknown",
+    )
+    hour = previous_hour()
+    held: list[HeldRecord] = []
+    with reporter(sqlite_url, saas_client, on_held=held.append) as usage:
+        for customer in [*good[:4], stranger, *good[4:]]:
+            usage.report(customer, "api_calls", 2, timestamp=hour)
+        result = usage.send_now()
+    assert (result.sent, result.held) == (9, 1)
+    assert [h.reason.split(":")[0] for h in held] == ["InvalidLicenseException"]
+    assert len(accepted_totals(saas_emulator)) == 9
+
+
+def test_a_refusal_of_every_request_frees_the_records_for_another_sender(
+    sqlite_url: str, saas_emulator: Emulator, saas_client: Any
+) -> None:
+    """DisabledApiException ends the round with an error; another sender sends at once."""
+    from marketplace_entitlement import ServiceConfigurationError  # noqa: PLC0415
+
+    customer = license_customer(saas_emulator)
+    saas_emulator.set_disabled_operations(["BatchMeterUsage"])
+    with reporter(sqlite_url, saas_client) as first:
+        first.report(customer, "api_calls", 6, timestamp=previous_hour())
+        with pytest.raises(ServiceConfigurationError) as refused:
+            first.send_now()
+    assert refused.value.aws_error_code == "DisabledApiException"
+    saas_emulator.set_disabled_operations([])
+    with reporter(sqlite_url, saas_client) as second:
+        assert second.send_now().sent == 1

@@ -169,12 +169,18 @@ class UsageSender:
             if not fresh:
                 break
             seen.update(r.id for r in fresh)
-            sendable = self._carry_expired(fresh, result)
-            for request in pack(sendable):
+            requests = pack(self._carry_expired(fresh, result))
+            for index, request in enumerate(requests):
                 if stop.is_set():
                     self._release(request.records)
                     continue
-                self._send(request, stop, result)
+                try:
+                    self._send(request, stop, result)
+                except BaseException:
+                    # A refusal no record can be blamed for: free the rest for the next round.
+                    for rest in requests[index + 1 :]:
+                        self._release(rest.records)
+                    raise
         return result
 
     def _carry_expired(
