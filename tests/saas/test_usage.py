@@ -320,3 +320,27 @@ def test_a_refusal_of_every_request_frees_the_records_for_another_sender(
     saas_emulator.set_disabled_operations([])
     with reporter(sqlite_url, saas_client) as second:
         assert second.send_now().sent == 1
+
+
+def test_a_frozen_record_is_resent_byte_identically_across_restarts(
+    sqlite_url: str, saas_emulator: Emulator, saas_client: Any
+) -> None:
+    """Unanswered attempts and a restart resend the same record; late usage is carried, not merged."""
+    customer = license_customer(saas_emulator)
+    hour = previous_hour()
+    saas_emulator.inject_fault("BatchMeterUsage", "error", error="InternalServiceErrorException")
+    with reporter(sqlite_url, saas_client, retry_timeout=0.3) as usage:
+        usage.report(customer, "api_calls", 4, timestamp=hour)
+        usage.report(customer, "gb", Decimal("0.5"), timestamp=hour, tags={"team": "a"})
+        assert usage.send_now().retry == 2
+    saas_emulator.clear_faults()
+    with reporter(sqlite_url, saas_client) as restarted:
+        restarted.report(customer, "api_calls", 100, timestamp=hour + 5)  # late for a frozen hour
+        assert restarted.send_now().sent == 2
+    sent = [
+        sorted(json.dumps(r, sort_keys=True) for r in body["UsageRecords"])
+        for body in batch_bodies(saas_emulator)
+    ]
+    assert len(sent) >= 3
+    assert all(records == sent[0] for records in sent)
+    assert accepted_totals(saas_emulator)[(customer_name(customer), "api_calls", hour)] == 4
