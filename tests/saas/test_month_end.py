@@ -1,7 +1,7 @@
 """The month-end cutoff under a shifted clock: libfaketime under both the package and the emulator.
 
 The emulator and every ``marketplace-entitlement`` process run on one fake wall clock (from
-2026-12-01 05:10 UTC, 600 times real time), so November's usage meets the 06:00 UTC cutoff on
+2026-12-01 04:30 UTC, 600 times real time), so November's usage meets the 06:00 UTC cutoff on
 December 1 within seconds of real time.
 """
 
@@ -22,7 +22,7 @@ from tests.faketime import FakeClock, epoch, fake_clock
 
 from marketplace_entitlement import SaasCustomer, UsageReporter
 
-START = "2026-12-01 05:10:00"
+START = "2026-12-01 04:30:00"  # 80 fake minutes (8 s) of slack before the 10-minute margin
 SPEED = 600.0
 NOVEMBER_HOUR = epoch("2026-11-30 23:00:00")
 CUTOFF = epoch("2026-12-01 06:00:00")
