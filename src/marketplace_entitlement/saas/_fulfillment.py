@@ -10,7 +10,6 @@ bounded (``MAX_FORM_BYTES``): a larger one is refused before it is read.
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -256,7 +255,8 @@ class FulfillmentASGI:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _fulfil(self, body: bytes) -> FulfillmentResponse:
-        import asyncio  # noqa: PLC0415  (only ASGI apps need it; it costs milliseconds to import)
+        import asyncio  # noqa: PLC0415  (only ASGI apps need these; they cost milliseconds to import)
+        import inspect  # noqa: PLC0415
 
         resolved = await asyncio.to_thread(self.core.resolve_form, body)
         if isinstance(resolved, FulfillmentResponse):
