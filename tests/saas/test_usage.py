@@ -344,3 +344,21 @@ def test_a_frozen_record_is_resent_byte_identically_across_restarts(
     assert len(sent) >= 3
     assert all(records == sent[0] for records in sent)
     assert accepted_totals(saas_emulator)[(customer_name(customer), "api_calls", hour)] == 4
+
+
+def test_stop_interrupts_a_sender_waiting_out_throttling(
+    sqlite_url: str, saas_emulator: Emulator, saas_client: Any
+) -> None:
+    """A sender in the middle of backing off (throttled for minutes) stops at once when asked."""
+    customer = license_customer(saas_emulator)
+    saas_emulator.inject_fault("BatchMeterUsage", "error", error="ThrottlingException")
+    usage = UsageReporter(sqlite_url, client=saas_client, environ={}, send_interval=0.05)
+    usage.report(customer, "api_calls", 1, timestamp=previous_hour())
+    usage.start()
+    while not saas_emulator.requests("BatchMeterUsage"):
+        time.sleep(0.02)
+    (thread,) = [t for t in threading.enumerate() if t.name == "marketplace-usage-sender"]
+    usage.stop(timeout=30)  # the backoff waits 2.5 s and more, the retries last 2 minutes
+    assert not thread.is_alive()
+    assert [e.state for e in usage.backlog()] == ["frozen"]  # released, for the next sender
+    usage.close()
