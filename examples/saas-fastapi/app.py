@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.parse
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from marketplace_entitlement import FulfillmentASGI, SaasCustomer
 
@@ -38,4 +39,4 @@ async def welcome() -> dict[str, str]:
 
 # The fulfillment URL is served by marketplace-entitlement's ASGI app (it reads the form itself,
 # bounded, so FastAPI needs no python-multipart).
-app.add_route("/fulfillment", FulfillmentASGI(on_customer), methods=["POST"])
+app.router.routes.append(Route("/fulfillment", FulfillmentASGI(on_customer), methods=["POST"]))
