@@ -52,7 +52,6 @@ WINDOW_SECONDS = 6 * HOUR  # the service refuses Timestamps older than this
 WINDOW_MARGIN_SECONDS = 10 * 60  # records this close to the window's end are carried, not sent
 CLOCK_RECHECK_SECONDS = 5.0  # longest wait before the wall clock is read again
 LEASE_SECONDS = 120.0  # an expired lease only leads to an identical (idempotent) repeat
-SEND_RETRY_BUDGET_SECONDS = 120.0  # per record and attempt round; then released and retried later
 SEND_BACKOFF_CAP_SECONDS = 30.0
 CLAIM_BATCH = 25
 CARRY_CODES = frozenset({"DuplicateRequestException", "TimestampOutOfBoundsException"})
@@ -118,6 +117,12 @@ class SenderHealth:
                 for name, d in sorted(self.dimensions.items())
             },
         }
+
+
+def _too_old_at(record: FrozenRecord) -> float:
+    """When a record is carried instead of sent: shortly before its Timestamp leaves the window."""
+    timestamp = int(json.loads(record.payload)["Timestamp"])
+    return timestamp + WINDOW_SECONDS - WINDOW_MARGIN_SECONDS
 
 
 def _iso(hour: int | None) -> str | None:
@@ -229,7 +234,9 @@ class Sender:
         # Closed hours first: their late usage is carried into this hour...
         self.store.freeze(before_hour=hour, open_hour=hour, build=build)
         if include_open_hour:
-            # ...and so sent with it when the unfinished hour goes too (on stop).
+            # ...and so sent with it when the unfinished hour goes too (on stop): records too old
+            # to send are carried into it first, as nothing can be carried into it once frozen.
+            self._carry_expired(now)
             self.store.freeze(before_hour=hour + HOUR, open_hour=hour + HOUR, build=build)
         done = True
         while not self.stop.is_set() or deadline is not None:
@@ -262,18 +269,31 @@ class Sender:
         self.report_health()
         return done
 
+    def _carry_expired(self, now: float) -> None:
+        """Carry every frozen record whose Timestamp is about to leave the window; release the rest."""
+        while True:
+            records = self.store.claim(owner=self.owner, limit=1000, lease_seconds=LEASE_SECONDS)
+            expired = [r for r in records if now >= _too_old_at(r)]
+            for record in records:
+                if record in expired:
+                    self._carry(record, "its hour left the service's 6-hour window unanswered")
+                else:
+                    self.store.release(record.id, owner=self.owner)
+            if len(records) < 1000 or not expired:
+                return
+
     def _send(self, record: FrozenRecord, deadline: float | None) -> str:
         """Send one record; return ``ok`` (answered, carried or held) or ``later``."""
         request = json.loads(record.payload)
-        timestamp = int(request["Timestamp"])
         now = self._clock()
-        too_old_at = timestamp + WINDOW_SECONDS - WINDOW_MARGIN_SECONDS
+        too_old_at = _too_old_at(record)
         if now >= too_old_at:
-            self._carry(record, "its hour left the service's 6-hour window before it was answered")
+            self._carry(record, "its hour left the service's 6-hour window unanswered")
             return "ok"
-        budget = min(SEND_RETRY_BUDGET_SECONDS, too_old_at - now)
-        if deadline is not None:
-            budget = min(budget, deadline - time.monotonic())
+        # One attempt per round: the loop retries with a jittered backoff, reading the wall clock
+        # again first (a record may meanwhile have to be carried). On stop, retries until the
+        # deadline.
+        budget = 0.0 if deadline is None else min(too_old_at - now, deadline - time.monotonic())
         client = cast("MeterUsageClient", self._client.get())
         stop = self.stop if deadline is None else threading.Event()
         try:
