@@ -95,14 +95,18 @@ def test_cli_prints_the_customer_without_a_product_code(
 
 
 def test_cli_refuses_an_invalid_token_with_65(saas_env: dict[str, str]) -> None:
-    """An invalid token exits 65 with a line saying to send the buyer back to AWS Marketplace."""
-    done = subprocess.run(
-        [sys.executable, "-m", "marketplace_entitlement", "resolve-customer", "nope"],
-        env=saas_env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 65
-    assert "InvalidTokenException" in done.stderr
-    assert "AWS Marketplace" in done.stderr
+    """An invalid token exits 65 with a line saying to send the buyer back to AWS Marketplace.
+
+    A token starting with ``-`` (base64url tokens can) is a token, not an option.
+    """
+    for token in ("nope", "-Dnope"):
+        done = subprocess.run(
+            [sys.executable, "-m", "marketplace_entitlement", "resolve-customer", token],
+            env=saas_env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 65, done.stderr
+        assert "InvalidTokenException" in done.stderr
+        assert "AWS Marketplace" in done.stderr
 
 
 def test_public_names_are_exported() -> None:

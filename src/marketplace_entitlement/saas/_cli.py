@@ -71,9 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _token_as_positional(args: list[str]) -> list[str]:
+    """``resolve-customer TOKEN`` where TOKEN starts with ``-`` (tokens are base64url): add ``--``."""
+    if len(args) >= 2 and args[0] == "resolve-customer" and "--" not in args:
+        last = args[-1]
+        after_region = len(args) >= 3 and args[-2] == "--region"
+        if last.startswith("-") and last not in ("-h", "--help") and not after_region:
+            return [*args[:-1], "--", last]
+    return args
+
+
 def main(argv: Sequence[str]) -> int:
     """Run one SaaS command; return its exit code (errors are logged by the caller's handler)."""
-    namespace = build_parser().parse_args(list(argv))
+    namespace = build_parser().parse_args(_token_as_positional(list(argv)))
     environ = dict(os.environ)
     explicit: dict[str, Any] = {"region": namespace.region} if namespace.region else {}
     if getattr(namespace, "usage_store", None):
