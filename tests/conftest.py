@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from marketplace_entitlement.emulator import Emulator
 from tests.keys import generate_key, private_pem
 
+# A real PostgreSQL server (session-scoped, started on first use) for the store and SaaS tests.
+pytest_plugins = ["tests.postgres"]
+
 
 @pytest.fixture(scope="session")
 def rsa_key() -> rsa.RSAPrivateKey:

@@ -17,10 +17,13 @@ if TYPE_CHECKING:
         ClaimMismatchError,
         ConfigurationError,
         EntitlementError,
+        ExpiredRegistrationTokenError,
+        InvalidRegistrationTokenError,
         InvalidSignatureError,
         MalformedTokenError,
         NotEntitledError,
         RegistrationInterrupted,
+        RegistrationTokenError,
         ServiceConfigurationError,
         ServiceUnavailableError,
         VerificationError,
@@ -39,29 +42,51 @@ if TYPE_CHECKING:
     from marketplace_entitlement.metering._recorder import record_usage
     from marketplace_entitlement.metering._records import UsageRecordError
     from marketplace_entitlement.metering._runtime import Metering, start_metering
+    from marketplace_entitlement.saas._customer import SaasCustomer
+    from marketplace_entitlement.saas._fulfillment import (
+        FulfillmentASGI,
+        FulfillmentResponse,
+        FulfillmentWSGI,
+        handle_fulfillment,
+    )
+    from marketplace_entitlement.saas._reporter import UsageReporter
+    from marketplace_entitlement.saas._resolve import resolve_customer
+    from marketplace_entitlement.saas._sender import HeldRecord, SendResult
 
 __all__ = [
     "ClaimMismatchError",
     "ConfigurationError",
     "Entitlement",
     "EntitlementError",
+    "ExpiredRegistrationTokenError",
+    "FulfillmentASGI",
+    "FulfillmentResponse",
+    "FulfillmentWSGI",
+    "HeldRecord",
+    "InvalidRegistrationTokenError",
     "InvalidSignatureError",
     "MalformedTokenError",
     "Metering",
     "MeteringEntitlement",
     "NotEntitledError",
     "RegistrationInterrupted",
+    "RegistrationTokenError",
     "Reregistration",
+    "SaasCustomer",
+    "SendResult",
     "ServiceConfigurationError",
     "ServiceUnavailableError",
     "Settings",
     "UsageRecordError",
+    "UsageReporter",
     "VerificationError",
     "__version__",
     "check_entitlement",
+    "handle_fulfillment",
     "load_settings",
     "record_usage",
     "require_entitlement",
+    "resolve_customer",
     "start_metering",
     "start_reregistration",
 ]
@@ -91,6 +116,18 @@ _LAZY: dict[str, str] = {
     "UsageRecordError": "marketplace_entitlement.metering._records",
     "record_usage": "marketplace_entitlement.metering._recorder",
     "start_metering": "marketplace_entitlement.metering._runtime",
+    "ExpiredRegistrationTokenError": "marketplace_entitlement._errors",
+    "InvalidRegistrationTokenError": "marketplace_entitlement._errors",
+    "RegistrationTokenError": "marketplace_entitlement._errors",
+    "SaasCustomer": "marketplace_entitlement.saas._customer",
+    "FulfillmentASGI": "marketplace_entitlement.saas._fulfillment",
+    "FulfillmentResponse": "marketplace_entitlement.saas._fulfillment",
+    "FulfillmentWSGI": "marketplace_entitlement.saas._fulfillment",
+    "handle_fulfillment": "marketplace_entitlement.saas._fulfillment",
+    "UsageReporter": "marketplace_entitlement.saas._reporter",
+    "resolve_customer": "marketplace_entitlement.saas._resolve",
+    "HeldRecord": "marketplace_entitlement.saas._sender",
+    "SendResult": "marketplace_entitlement.saas._sender",
 }
 
 

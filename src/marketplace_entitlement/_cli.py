@@ -29,6 +29,8 @@ from marketplace_entitlement._status import probe
 from marketplace_entitlement._version import __version__
 from marketplace_entitlement.entitlement._pin import add_pin_command, run_pin_command
 from marketplace_entitlement.metering._cli import add_record_parser, run_record
+from marketplace_entitlement.saas._cli import SAAS_COMMANDS
+from marketplace_entitlement.saas._cli import main as saas_main
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what the writer stored, 2 x interval + register timeout, none when re-registration is off]",
     )
     add_pin_command(commands)
+    for name, text in zip(
+        SAAS_COMMANDS, ("SaaS: resolve a registration token", "SaaS: usage"), strict=True
+    ):
+        commands.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     add_record_parser(commands)
     commands.add_parser(
         "emulator",
@@ -190,8 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         options = args
     parser = build_parser()
-    namespace = parser.parse_args(options)
+    saas = bool(args) and args[0] in SAAS_COMMANDS
+    namespace = argparse.Namespace(command=args[0]) if saas else parser.parse_args(options)
     try:
+        if saas:
+            _logging_from({}, environ)
+            return saas_main(args)
         standalone = _STANDALONE.get(namespace.command)
         if standalone is not None:
             return standalone(namespace, environ)

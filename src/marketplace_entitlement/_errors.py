@@ -12,6 +12,9 @@
     │   ├── InvalidSignatureError         65  (signature does not verify with the configured key)
     │   └── ClaimMismatchError            65  .claim, .expected, .actual
     ├── RegistrationInterrupted           128+N  .signum (a shutdown was requested while waiting)
+    ├── RegistrationTokenError            65  .aws_error_code  (SaaS: ResolveCustomer refused the token)
+    │   ├── InvalidRegistrationTokenError 65  (not a token AWS Marketplace issued)
+    │   └── ExpiredRegistrationTokenError 65  (the buyer took too long; send them back to AWS)
     └── CommandError                      .command  (``run`` could not start CMD)
         ├── CommandNotFound               127
         └── CommandNotExecutable          126
@@ -114,6 +117,22 @@ class RegistrationInterrupted(EntitlementError):
         self.signum = signum
 
 
+class RegistrationTokenError(EntitlementError):
+    """SaaS: ResolveCustomer refused the registration token a buyer's browser posted."""
+
+    def __init__(self, message: str, *, aws_error_code: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.aws_error_code = aws_error_code
+
+
+class InvalidRegistrationTokenError(RegistrationTokenError):
+    """The token is not one AWS Marketplace issued (``InvalidTokenException``)."""
+
+
+class ExpiredRegistrationTokenError(RegistrationTokenError):
+    """The token has expired (``ExpiredTokenException``): the buyer must start again from AWS."""
+
+
 class CommandError(EntitlementError):
     """``run`` could not start CMD; ``command`` names it."""
 
@@ -136,6 +155,7 @@ EXIT_CODES: Final[dict[type[EntitlementError], int]] = {
     NotEntitledError: _exit_codes.NOT_ENTITLED,
     ServiceUnavailableError: _exit_codes.SERVICE_UNAVAILABLE,
     VerificationError: _exit_codes.VERIFICATION_FAILED,
+    RegistrationTokenError: _exit_codes.VERIFICATION_FAILED,
     CommandNotFound: _exit_codes.NOT_FOUND,
     CommandNotExecutable: _exit_codes.CANNOT_EXECUTE,
     CommandError: _exit_codes.CANNOT_EXECUTE,

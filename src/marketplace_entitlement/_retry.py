@@ -20,6 +20,8 @@ from marketplace_entitlement import _env
 from marketplace_entitlement._errors import (
     ConfigurationError,
     EntitlementError,
+    ExpiredRegistrationTokenError,
+    InvalidRegistrationTokenError,
     NotEntitledError,
     RegistrationInterrupted,
     ServiceConfigurationError,
@@ -135,6 +137,12 @@ _NO_CREDENTIALS_HINT = (
 )
 
 
+_RESOLVE_HINT = (
+    "the buyer's registration token was refused; send the buyer back to the product's page in AWS "
+    "Marketplace to start the sign-up again"
+)
+
+
 def _access_denied_hint(operation: str) -> str:
     policy = (
         "AWSMarketplaceMeteringRegisterUsage"
@@ -207,8 +215,12 @@ def _classify_service_error(
 ) -> Retryable | EntitlementError:
     if code in RETRYABLE_CODES or status >= 500:
         return Retryable(code, message)
-    terminal = _TERMINAL.get(code)
     text = f"{operation} refused: {code}: {message}"
+    if operation == "ResolveCustomer":
+        refused = _refused_token(code, text, status)
+        if refused is not None:
+            return refused
+    terminal = _TERMINAL.get(code)
     if terminal is not None:
         kind, variable, hint = terminal
         hint = hint.replace("{access_denied}", _access_denied_hint(operation))
@@ -220,6 +232,17 @@ def _classify_service_error(
     return ServiceConfigurationError(
         text, aws_error_code=code, hint="an error this package does not expect; check the settings"
     )
+
+
+def _refused_token(code: str, text: str, status: int) -> EntitlementError | None:
+    """ResolveCustomer's answers about the registration token (None: another failure)."""
+    if code == "InvalidTokenException":
+        return InvalidRegistrationTokenError(text, aws_error_code=code, hint=_RESOLVE_HINT)
+    # Expired AWS credentials share the code; they come with 403, the expired registration token
+    # with ResolveCustomer's modelled 400.
+    if code == "ExpiredTokenException" and status != 403:
+        return ExpiredRegistrationTokenError(text, aws_error_code=code, hint=_RESOLVE_HINT)
+    return None
 
 
 def backoff_delays(

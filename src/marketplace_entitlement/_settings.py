@@ -91,6 +91,22 @@ def _text(value: str, variable: str) -> str | None:
     return value if value.strip() else None
 
 
+STORE_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
+
+
+def _store_url(value: str, variable: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(STORE_SCHEMES):
+        raise ConfigurationError(
+            f"{variable} must be a sqlite:///PATH or postgresql://... URL (the value is not "
+            "shown: it may hold a password)",
+            variable=variable,
+        )
+    return value
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("product_code", _env.PRODUCT_CODE, parse_product_code, None, "required",
            "the product code to register"),
@@ -159,6 +175,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("metering_backlog_policy", _env.METERING_BACKLOG_POLICY, _choice(BACKLOG_POLICIES),
            "warn", "warn",
            "unsent usage nearing the 6-hour window: `warn`, or `stop` CMD", for_run_only=True),
+    Option("usage_store", _env.USAGE_STORE, _store_url, None, "the project's choice (SQLite)",
+           "SaaS: where usage is kept until sent: `sqlite:///PATH` or `postgresql://...`"),
 )  # fmt: skip
 
 OPTIONS_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
@@ -194,6 +212,7 @@ class Settings:
     metering_send_window: float = 600.0
     metering_stop_timeout: float = 20.0
     metering_backlog_policy: str = "warn"
+    usage_store: str | None = None
     region: str | None = None
     ecs_metadata_uri: str | None = None
     pinned_by: str | None = None
@@ -298,7 +317,11 @@ def _supplied(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, *, pin: Pin | None = None, **explicit: Any
+    environ: Mapping[str, str] | None = None,
+    *,
+    pin: Pin | None = None,
+    for_saas: bool = False,
+    **explicit: Any,
 ) -> Settings:
     """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
 
@@ -309,6 +332,10 @@ def load_settings(
     ``pin`` is what the application's code fixed (see ``entitlement/_pin.py``); it is combined
     with the image's pin file. Keyword arguments here are the command line's (the buyer's), so a
     pinned value they or the environment contradict is refused like any other.
+
+    ``for_saas`` loads for the SaaS operations: a SaaS seller's product code comes from each
+    resolved customer and no token is verified, so neither the product code (``""`` when unset)
+    nor a public key is required.
     """
     from marketplace_entitlement.entitlement import _pin  # noqa: PLC0415  (no cycle at import)
 
@@ -338,6 +365,8 @@ def load_settings(
             for name in _pin.PINNABLE
         }
         pinned_key = _pin.enforce(pinned, supplied, values, _load_key)
+    if values["product_code"] is None and for_saas:
+        values["product_code"] = ""
     if values["product_code"] is None:
         raise ConfigurationError(
             f"{_env.PRODUCT_CODE} is not set", variable=_env.PRODUCT_CODE,
@@ -349,7 +378,12 @@ def load_settings(
         # An explicit key replaces whatever the environment names, in either form.
         key_text, key_path = explicit.get("public_key"), explicit.get("public_key_file")
     key = pinned_key if pinned_key is not None else _load_key(key_text, key_path)
-    if values["verify_signature"] and key is None and values["pricing"] == "hourly":
+    if (
+        values["verify_signature"]
+        and key is None
+        and values["pricing"] == "hourly"
+        and not for_saas
+    ):
         raise ConfigurationError(
             f"no public key configured to verify the Signature: set {_env.PUBLIC_KEY_FILE} "
             f"or {_env.PUBLIC_KEY}",

@@ -116,9 +116,9 @@ def test_batch_by_account_and_license(emulator: Emulator, client: Any) -> None:
 
 
 def test_batch_refuses_old_records_and_bad_customers(emulator: Emulator, client: Any) -> None:
-    """Records over 6 hours old are out of bounds; an empty CustomerIdentifier is invalid."""
+    """Records 24 hours old are out of bounds; an empty CustomerIdentifier is invalid."""
     customer = emulator.create_customer("saas-prod").customer_identifier
-    old = {**record(customer), "Timestamp": int(time.time()) - 7 * 3600}
+    old = {**record(customer), "Timestamp": int(time.time()) - 24 * 3600 - 1}
     with pytest.raises(ClientError) as excinfo:
         client.batch_meter_usage(ProductCode="saas-prod", UsageRecords=[old])
     assert code_of(excinfo) == "TimestampOutOfBoundsException"

@@ -10,11 +10,13 @@ import pytest
 from marketplace_entitlement.store import UsageStore, open_store
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL naming a fresh, empty store of one backend."""
+    """A URL naming a fresh, empty store of one backend (PostgreSQL: a schema of its own)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/usage.sqlite3"
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
     raise AssertionError(f"unknown backend {request.param}")  # pragma: no cover
 
 

@@ -17,6 +17,7 @@
     GET    /_emulator/rate-limits
     PUT    /_emulator/rate-limits    {"RegisterUsage": 2, "MeterUsage": null}
     GET    /_emulator/metered        every accepted MeterUsage record (task, hour, quantity, ...)
+    GET    /_emulator/batch-metered  every accepted BatchMeterUsage record (customer, quantity, ...)
     GET    /_emulator/requests[?operation=RegisterUsage]
     DELETE /_emulator/requests
     GET    /_emulator/customers
@@ -118,6 +119,8 @@ def _create_customer(emulator: Emulator, body: bytes) -> Answer:
         license_arn=data.get("license_arn"),
         expired=bool(data.get("expired", False)),
         subscribed=bool(data.get("subscribed", True)),
+        new_integration=bool(data.get("new_integration", False)),
+        agreement_id=data.get("agreement_id"),
     )
     return 201, customer.to_json()
 
@@ -177,6 +180,8 @@ def _route(emulator: Emulator, method: str, target: str, body: bytes) -> Answer:
             return _rate_limits(emulator, body)
     if route == ("GET", "metered", 0):
         return 200, emulator.metered()
+    if route == ("GET", "batch-metered", 0):
+        return 200, emulator.batch_metered()
     if resource == "requests" and not rest:
         if method == "GET":
             operation = query.get("operation", [None])[0]

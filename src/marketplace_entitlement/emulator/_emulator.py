@@ -373,8 +373,14 @@ class Emulator:
         license_arn: str | None = None,
         expired: bool = False,
         subscribed: bool = True,
+        new_integration: bool = False,
+        agreement_id: str | None = None,
     ) -> Customer:
-        """Create a SaaS customer; its ``registration_token`` is what ResolveCustomer resolves."""
+        """Create a SaaS customer; its ``registration_token`` is what ResolveCustomer resolves.
+
+        ``new_integration`` makes a customer of a Concurrent Agreements integration: no
+        CustomerIdentifier, named by ``aws_account_id`` + ``license_arn`` only.
+        """
         customer = new_customer(
             product_code,
             customer_identifier=customer_identifier,
@@ -382,6 +388,8 @@ class Emulator:
             license_arn=license_arn,
             expired=expired,
             subscribed=subscribed,
+            new_integration=new_integration,
+            agreement_id=agreement_id,
         )
         with self._state.lock:
             self._state.customers[customer.registration_token] = customer
@@ -404,6 +412,15 @@ class Emulator:
         """
         with self._state.lock:
             return [dict(record) for record in self._state.metered]
+
+    def batch_metered(self) -> list[dict[str, Any]]:
+        """Every BatchMeterUsage record accepted, oldest first (identical repeats not listed again).
+
+        Each: metering_record_id, product_code, customer_identifier, aws_account_id, license_arn,
+        dimension, timestamp, quantity (text), allocations (as sent) and accepted_at.
+        """
+        with self._state.lock:
+            return [dict(record) for record in self._state.batch_metered]
 
     def clear_requests(self) -> None:
         """Forget the recorded requests."""

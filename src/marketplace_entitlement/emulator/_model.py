@@ -14,6 +14,7 @@ SERVICE_NAME: Final = "meteringmarketplace"
 OPERATIONS: Final = ("BatchMeterUsage", "MeterUsage", "RegisterUsage", "ResolveCustomer")
 
 JsonObject = dict[str, Any]
+MAX_SHOWN_VALUE: Final = 128  # a ValidationException never echoes a huge value back whole
 
 
 @functools.cache
@@ -51,6 +52,8 @@ class _Validation:
 
     def _fail(self, value: object, path: str, constraint: str) -> None:
         shown = value if isinstance(value, (str, int, float)) else "..."
+        if isinstance(shown, str) and len(shown) > MAX_SHOWN_VALUE:
+            shown = shown[:MAX_SHOWN_VALUE] + f"...({len(shown)} characters)"
         self.problems.append(
             f"Value '{shown}' at '{path}' failed to satisfy constraint: {constraint}"
         )

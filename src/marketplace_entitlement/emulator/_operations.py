@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -24,6 +25,8 @@ from marketplace_entitlement.emulator._tasks import task_identity
 from marketplace_entitlement.emulator._types import ClaimCasing, Customer, ProductStatus
 
 MAX_AGE_SECONDS: Final = 6 * 3600  # records older than this are refused
+BATCH_MAX_AGE_SECONDS: Final = 24 * 3600  # BatchMeterUsage: up to 24 hours after the event
+MONTH_END_GRACE_SECONDS: Final = 6 * 3600  # last month's records until 06:00 UTC on the 1st
 MAX_FUTURE_SECONDS: Final = 5 * 60  # clock skew tolerated for timestamps in the future
 HOUR: Final = 3600
 
@@ -70,6 +73,7 @@ class ServiceState:
     batch: dict[tuple[str, str, str, float], _Metered] = field(default_factory=dict)
     client_tokens: dict[str, tuple[str, JsonObject]] = field(default_factory=dict)
     metered: list[JsonObject] = field(default_factory=list)  # accepted MeterUsage records
+    batch_metered: list[JsonObject] = field(default_factory=list)  # accepted BatchMeterUsage
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def forget_usage(self) -> None:
@@ -79,6 +83,7 @@ class ServiceState:
             self.batch.clear()
             self.client_tokens.clear()
             self.metered.clear()
+            self.batch_metered.clear()
 
 
 def new_customer(
@@ -89,18 +94,26 @@ def new_customer(
     license_arn: str | None = None,
     expired: bool = False,
     subscribed: bool = True,
+    new_integration: bool = False,
+    agreement_id: str | None = None,
 ) -> Customer:
-    """Make a customer with made-up identifiers where none are given."""
+    """Make a customer with made-up identifiers where none are given.
+
+    A ``new_integration`` customer has no CustomerIdentifier (AWS leaves it empty for products
+    integrated with Concurrent Agreements): it is named by account id + license ARN only.
+    """
     account = aws_account_id or f"{secrets.randbelow(10**12):012d}"
+    identifier = "" if new_integration else customer_identifier or f"cust{secrets.token_hex(6)}"
     return Customer(
         registration_token=secrets.token_urlsafe(32),
         product_code=product_code,
-        customer_identifier=customer_identifier or f"cust{secrets.token_hex(6)}",
+        customer_identifier=identifier,
         aws_account_id=account,
         license_arn=license_arn
         or f"arn:aws:license-manager::{account}:license:l-{secrets.token_hex(16)}",
         expired=expired,
         subscribed=subscribed,
+        agreement_id=agreement_id or f"agmt-{secrets.token_hex(12)}",
     )
 
 
@@ -315,16 +328,46 @@ class MeteringService:
 
     # -- BatchMeterUsage -------------------------------------------------------------------
 
+    def _check_saas_region(self, operation: str, identity: SignedIdentity) -> None:
+        region = self.state.region
+        if region is not None and identity.region != region:
+            raise ServiceError(
+                "InvalidRegionException",
+                f"{operation} must be called in {region}, not {identity.region}.",
+            )
+
+    def _check_batch_timestamp(self, timestamp: float) -> None:
+        """Up to 24 hours back, and last month's records only until 06:00 UTC on the 1st."""
+        now = self._clock()
+        if timestamp > now + MAX_FUTURE_SECONDS:
+            raise ServiceError("TimestampOutOfBoundsException", "Timestamp is in the future.")
+        if timestamp <= now - BATCH_MAX_AGE_SECONDS:
+            raise ServiceError(
+                "TimestampOutOfBoundsException", "Timestamp is 24 hours or more in the past."
+            )
+        if now >= month_cutoff(timestamp):
+            raise ServiceError(
+                "TimestampOutOfBoundsException",
+                "Usage for a past billing month is accepted only until 06:00 UTC on the 1st.",
+            )
+
     def _customer_for(self, record: Mapping[str, Any], product_code: str) -> Customer | None:
+        """The customer a record names: by license (each license its own customer), else id."""
         identifier = record.get("CustomerIdentifier")
         account = record.get("CustomerAWSAccountId")
-        for customer in self.state.customers.values():
-            if customer.product_code != product_code:
-                continue
-            if identifier is not None and customer.customer_identifier == identifier:
-                return customer
-            if account is not None and customer.aws_account_id == account:
-                return customer
+        arn = record.get("LicenseArn")
+        candidates = [c for c in self.state.customers.values() if c.product_code == product_code]
+        if arn is not None:
+            return next(
+                (c for c in candidates if c.license_arn == arn and c.aws_account_id == account),
+                None,
+            )
+        if identifier:
+            return next((c for c in candidates if c.customer_identifier == identifier), None)
+        if account is not None:
+            # An account without a license names a customer only while it holds one license.
+            owned = [c for c in candidates if c.aws_account_id == account]
+            return owned[0] if len(owned) == 1 else None
         return None
 
     def _batch_product(self, body: JsonObject) -> str:
@@ -359,10 +402,11 @@ class MeteringService:
         """Record SaaS usage for up to 25 customer records of one product."""
         state = self.state
         with state.lock:
+            self._check_saas_region("BatchMeterUsage", identity)
             product_code = self._batch_product(body)
             product = self._product(product_code, unlisted="invalid")
             for record in body["UsageRecords"]:
-                self._check_timestamp(record["Timestamp"])
+                self._check_batch_timestamp(record["Timestamp"])
                 self._check_dimension(product, record["Dimension"])
                 quantity, as_decimal = self._quantity(record, "Quantity", "QuantityAsDecimal")
                 if record.get("UsageAllocations") is not None:
@@ -380,6 +424,20 @@ class MeteringService:
         if metered is None:
             metered = _Metered(str(uuid.uuid4()), quantity)
             self.state.batch[key] = metered
+            self.state.batch_metered.append(
+                {
+                    "metering_record_id": metered.record_id,
+                    "product_code": product_code,
+                    "customer_identifier": customer.customer_identifier,
+                    "aws_account_id": customer.aws_account_id,
+                    "license_arn": customer.license_arn,
+                    "dimension": record["Dimension"],
+                    "timestamp": record["Timestamp"],
+                    "quantity": str(quantity),
+                    "allocations": record.get("UsageAllocations"),
+                    "accepted_at": self._clock(),
+                }
+            )
         elif metered.quantity != quantity:
             return {"UsageRecord": record, "Status": "DuplicateRecord"}
         return {"UsageRecord": record, "MeteringRecordId": metered.record_id, "Status": "Success"}
@@ -389,17 +447,30 @@ class MeteringService:
     def resolve_customer(self, body: JsonObject, identity: SignedIdentity) -> JsonObject:
         """Exchange a registration token the emulator issued for the customer's identifiers."""
         with self.state.lock:
+            self._check_saas_region("ResolveCustomer", identity)
             customer = self.state.customers.get(body["RegistrationToken"])
         if customer is None:
             raise ServiceError("InvalidTokenException", "Registration token is invalid.")
         if customer.expired:
             raise ServiceError("ExpiredTokenException", "Registration token has expired.")
-        return {
-            "CustomerIdentifier": customer.customer_identifier,
+        answer: JsonObject = {
             "ProductCode": customer.product_code,
             "CustomerAWSAccountId": customer.aws_account_id,
             "LicenseArn": customer.license_arn,
+            "Metadata": {"AgreementId": customer.agreement_id},
         }
+        if customer.customer_identifier:  # not populated for new integrations
+            answer["CustomerIdentifier"] = customer.customer_identifier
+        return answer
+
+
+def month_cutoff(timestamp: float) -> float:
+    """When usage at ``timestamp`` stops being accepted: 06:00 UTC on the next month's 1st."""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    first = datetime(
+        moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=timezone.utc
+    )
+    return first.timestamp() + MONTH_END_GRACE_SECONDS
 
 
 def _canonical(value: JsonObject) -> str:

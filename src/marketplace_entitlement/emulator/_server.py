@@ -17,6 +17,7 @@ from marketplace_entitlement.emulator._errors import (
     SERIALIZATION,
     THROTTLING,
     UNKNOWN_OPERATION,
+    VALIDATION,
     ServiceError,
 )
 from marketplace_entitlement.emulator._faults import Fault, FaultTable
@@ -37,6 +38,16 @@ CONTENT_TYPE: Final = "application/x-amz-json-1.1"
 CONTROL_PREFIX: Final = "/_emulator/"
 MALFORMED_BODY: Final = b"<html><body>this is not JSON</body></html>"
 TRUNCATED_EXTRA: Final = 64  # bytes promised by Content-Length but never sent
+# No request body is read beyond this: a larger one is answered 413 and the connection closed.
+MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+# Per-operation request size limits of the real service (BatchMeterUsage: "less than 1 MB"; the
+# emulator takes the stricter, decimal reading).
+REQUEST_SIZE_LIMITS: Final[Mapping[str, int]] = {"BatchMeterUsage": 1_000_000}
+
+
+class BodyTooLarge(ValueError):
+    """The request body is larger than ``MAX_BODY_BYTES``; it was not read."""
+
 
 ControlHandler = Callable[[str, str, bytes], tuple[int, object]]
 
@@ -147,15 +158,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
+            total = 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
+                total += size
+                if total > MAX_BODY_BYTES:
+                    raise BodyTooLarge(total)
                 chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+                self.rfile.readline(64)
         length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise BodyTooLarge(length)
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(
@@ -180,6 +197,18 @@ class _Handler(BaseHTTPRequestHandler):
         request_id = str(uuid.uuid4())
         try:
             body = self._read_body()
+        except BodyTooLarge:
+            # Never read (nor keep) a huge body: answer and close the connection.
+            self.close_connection = True
+            self._send_json(
+                413,
+                {
+                    "__type": "RequestEntityTooLargeException",
+                    "message": f"Request bodies are limited to {MAX_BODY_BYTES} bytes.",
+                },
+                request_id=request_id,
+            )
+            return
         except ValueError:
             self.close_connection = True
             self._send_json(400, {"message": "bad request framing"}, request_id=request_id)
@@ -261,7 +290,12 @@ class _Handler(BaseHTTPRequestHandler):
                 now=time.time(),
             )
         if seen.operation is None:
-            raise ServiceError(UNKNOWN_OPERATION, f"Unknown operation {target!r}")
+            raise ServiceError(UNKNOWN_OPERATION, f"Unknown operation {target[:100]!r}")
+        limit = REQUEST_SIZE_LIMITS.get(seen.operation)
+        if limit is not None and len(raw) >= limit:
+            raise ServiceError(
+                VALIDATION, f"{seen.operation} requests must be less than {limit} bytes."
+            )
         fault = backend.faults.take(seen.operation)
         seen.fault = fault
         unprocessed = False

@@ -36,7 +36,12 @@ def check_claim_casing(casing: str) -> ClaimCasing:
 
 @dataclass(frozen=True)
 class Customer:
-    """A SaaS buyer the emulator knows, and the registration token that resolves to it."""
+    """A SaaS buyer the emulator knows, and the registration token that resolves to it.
+
+    ``customer_identifier`` is ``""`` for customers of a new integration (Concurrent Agreements):
+    they are named by ``aws_account_id`` + ``license_arn`` only. ``agreement_id`` is what
+    ResolveCustomer answers as ``Metadata.AgreementId``.
+    """
 
     registration_token: str
     product_code: str
@@ -45,6 +50,7 @@ class Customer:
     license_arn: str
     expired: bool = False
     subscribed: bool = True
+    agreement_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready mapping of every field."""

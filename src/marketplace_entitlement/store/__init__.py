@@ -56,9 +56,27 @@ def open_store(url: str, *, variable: str | None = None) -> UsageStore:
         from marketplace_entitlement.store._sqlite import SqliteStore  # noqa: PLC0415 (only the backend in use is imported)
 
         return SqliteStore(path)
+    if url.startswith(POSTGRES_PREFIXES):
+        return _open_postgres(url, variable)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigurationError(
         f"{variable or 'the usage store URL'} has an unsupported scheme {scheme!r}: {url!r}",
         variable=variable,
-        hint="use sqlite:///PATH",
+        hint="use sqlite:///PATH or postgresql://USER@HOST/DATABASE",
     )
+
+
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def _open_postgres(url: str, variable: str | None) -> UsageStore:
+    """The PostgreSQL backend (psycopg 3, the ``postgresql`` extra), imported only when used."""
+    try:
+        from marketplace_entitlement.store._postgres import PostgresStore  # noqa: PLC0415
+    except ImportError as error:
+        raise ConfigurationError(
+            f"{variable or 'the usage store URL'} names PostgreSQL, but psycopg is not installed",
+            variable=variable,
+            hint="pip install 'marketplace-entitlement[postgresql]'",
+        ) from error
+    return PostgresStore(url)

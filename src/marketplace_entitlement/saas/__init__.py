@@ -1,0 +1,1 @@
+"""SaaS products: resolve a buyer's registration token, report usage with BatchMeterUsage."""

@@ -1,0 +1,71 @@
+"""`marketplace-entitlement usage send` and `usage status`, as cron and an operator run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from typing import Any
+
+from tests.saas.usage_helpers import accepted_totals, customer_name, license_customer, previous_hour
+
+from marketplace_entitlement import UsageReporter
+from marketplace_entitlement.emulator import Emulator
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the console entry point with ``args``."""
+    return subprocess.run(
+        [sys.executable, "-m", "marketplace_entitlement", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_usage_status_then_send_then_status(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """Status lists the open hour; send sends it (exit 0, a JSON summary); status is then empty."""
+    customer = license_customer(saas_emulator)
+    hour = previous_hour()
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 12, timestamp=hour)
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    before = cli("usage", "status", env=env)
+    assert before.returncode == 0, before.stderr
+    backlog: list[dict[str, Any]] = json.loads(before.stdout)["backlog"]
+    assert [(b["dimension"], b["state"], b["quantity"]) for b in backlog] == [
+        ("api_calls", "open", "12")
+    ]
+    assert customer.aws_account_id in backlog[0]["customer"]
+    sent = cli("usage", "send", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"] == 1
+    after = json.loads(cli("usage", "status", env=env).stdout)
+    assert after == {"backlog": [], "carried": [], "held": []}
+    assert accepted_totals(saas_emulator) == {
+        (customer_name(customer), "api_calls", hour): Decimal(12)
+    }
+
+
+def test_usage_send_exits_69_while_the_service_is_down(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """When BatchMeterUsage keeps failing, send exits 69 and the record stays for the next run."""
+    customer = license_customer(saas_emulator)
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 1, timestamp=previous_hour())
+    saas_emulator.inject_fault("BatchMeterUsage", "error", error="InternalServiceErrorException")
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    done = cli("usage", "send", "--retry-timeout", "1", env=env)
+    assert done.returncode == 69
+    assert json.loads(done.stdout)["retry"] == 1
+    status = json.loads(cli("usage", "status", env=env).stdout)
+    assert [b["state"] for b in status["backlog"]] == ["frozen"]
+
+
+def test_a_bad_store_url_is_a_configuration_error(saas_env: dict[str, str]) -> None:
+    """A store URL of another scheme exits 78 naming MARKETPLACE_USAGE_STORE."""
+    done = cli("usage", "status", env={**saas_env, "MARKETPLACE_USAGE_STORE": "mysql://x/y"})
+    assert done.returncode == 78
+    assert "MARKETPLACE_USAGE_STORE" in done.stderr
