@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -190,11 +191,14 @@ def test_installed_wheel_checks_against_its_own_emulator(installed: Path, tmp_pa
 
 
 def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path) -> None:
-    """Dockerfile.example's steps without Docker work on a seller's project.
+    """Dockerfile.example's steps without Docker work on a seller's project, pinned.
 
     On top of the wheel, the seller's project (examples/multi-worker, copied elsewhere) is installed
-    as a package of its own, and its server runs under the image's ENTRYPOINT and CMD against the
-    emulator.
+    as a package of its own; the Dockerfile's ``marketplace-entitlement pin`` step pins the product
+    code and the emulator's key into the clean environment's package; then the image's CMD runs
+    through entrypoint/entrypoint.sh (installed as the ENTRYPOINT is, mode 0755) with that
+    environment's bin/ first on PATH, against the emulator, with no product code or key in the
+    environment. The pin file is removed afterwards: the clean environment is shared by this module.
     """
     project = tmp_path / "seller-project"
     shutil.copytree(ROOT / "examples" / "multi-worker", project)
@@ -211,8 +215,12 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     command = str(installed / "bin" / "marketplace-entitlement")
+    entrypoint = tmp_path / "bin" / "marketplace-entrypoint"  # COPY --chmod=0755 entrypoint.sh ...
+    entrypoint.parent.mkdir()
+    shutil.copyfile(ROOT / "entrypoint" / "entrypoint.sh", entrypoint)
+    entrypoint.chmod(0o755)
     emulator = subprocess.Popen(
-        [command, "emulator", "--port", "0"],
+        [command, "emulator", "--port", "0", "--product-code", "prod-seller"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -223,6 +231,21 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
     try:
         assert emulator.stdout is not None
         ready = json.loads(emulator.stdout.readline())
+        key_copy = tmp_path / "public-key.pem"  # COPY public-key.pem /tmp/public-key.pem
+        shutil.copyfile(ready["public_key_file"], key_copy)
+        pinned = subprocess.run(
+            image_pin_command("prod-seller", key_copy),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env={**env, "PATH": f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}"},
+        )
+        assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+        (pin_file,) = installed.glob("lib/python*/site-packages/marketplace_entitlement/pin.json")
+        assert json.loads(pin_file.read_text(encoding="utf-8"))["product_code"] == "prod-seller"
+        key_copy.unlink()  # ... && rm /tmp/public-key.pem: the image keeps only the pin
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -232,29 +255,52 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
                 "AWS_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local",
-                "MARKETPLACE_PRODUCT_CODE": "prod-seller",
-                "MARKETPLACE_PUBLIC_KEY_FILE": ready["public_key_file"],
+                "MARKETPLACE_STATUS_FILE": str(tmp_path / "status.json"),
                 "BIND": f"127.0.0.1:{port}",
                 "WEB_CONCURRENCY": "2",
             }
         )
+        assert not [name for name in env if name.startswith("MARKETPLACE_PUBLIC_KEY")]
+        assert "MARKETPLACE_PRODUCT_CODE" not in env
         # The image's ENTRYPOINT and CMD, with the clean environment's bin/ standing for the image.
         env["PATH"] = f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         server = subprocess.Popen(
-            [command, "run", "--", *image_cmd()],
+            [str(entrypoint), *image_cmd()],
             stderr=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
             env=env,
         )
         assert answer(f"http://127.0.0.1:{port}/").startswith("hello from worker ")
+        health = subprocess.run(
+            [command, "probe"], capture_output=True, text=True, timeout=60, check=False, env=env
+        )
+        assert health.returncode == 0, health.stdout + health.stderr
     finally:
         if server is not None:
             server.terminate()
             server.communicate(timeout=30)
         emulator.terminate()
         emulator.wait(timeout=30)
+        for leftover in installed.glob("lib/python*/site-packages/marketplace_entitlement/pin.json"):
+            leftover.unlink()
     assert server.returncode == 0
+
+
+def image_pin_command(product_code: str, key_file: Path) -> list[str]:
+    """Dockerfile.example's ``marketplace-entitlement pin`` step, for this product code and key.
+
+    The words up to ``&&`` of the RUN step that pins, with the product code placeholder and the
+    temporary key path replaced.
+    """
+    instructions = " ".join(
+        (ROOT / "Dockerfile.example").read_text(encoding="utf-8").replace("\\\n", " ").split()
+    )
+    start = instructions.index("RUN marketplace-entitlement pin ")
+    words = shlex.split(instructions[start + len("RUN ") :].partition("&&")[0])
+    temporary = words[words.index("--public-key-file") + 1]
+    replaced = {"<PRODUCT_CODE>": product_code, temporary: str(key_file)}
+    return [replaced.get(word, word) for word in words]
 
 
 def image_cmd() -> list[str]:
