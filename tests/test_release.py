@@ -282,7 +282,9 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
             server.communicate(timeout=30)
         emulator.terminate()
         emulator.wait(timeout=30)
-        for leftover in installed.glob("lib/python*/site-packages/marketplace_entitlement/pin.json"):
+        for leftover in installed.glob(
+            "lib/python*/site-packages/marketplace_entitlement/pin.json"
+        ):
             leftover.unlink()
     assert server.returncode == 0
 

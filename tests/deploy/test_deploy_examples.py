@@ -636,7 +636,11 @@ def test_entrypoint_script_execs_the_gate_in_isolated_mode() -> None:
     commands = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     assert commands == [SCRIPT_COMMAND]
     check = subprocess.run(
-        ["sh", "-n", str(ENTRYPOINT_SCRIPT)], capture_output=True, text=True, timeout=30, check=False
+        ["sh", "-n", str(ENTRYPOINT_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert check.returncode == 0, check.stderr
 

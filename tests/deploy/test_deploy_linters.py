@@ -80,7 +80,7 @@ def shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_entrypoint_script_passes_shellcheck() -> None:
-    """shellcheck reports nothing for entrypoint/entrypoint.sh, checked as POSIX sh."""
+    """The shellcheck linter reports nothing for entrypoint/entrypoint.sh, checked as POSIX sh."""
     result = shellcheck(ENTRYPOINT_SCRIPT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
