@@ -14,7 +14,8 @@
 #   script's directory on sys.path. The buyer controls the task's environment and working
 #   directory; with -I neither can put other code in front of the installed package. (The command
 #   started once entitled still gets the environment as it is.)
-# -m:   the package as installed in the image, not a console script found through PATH.
+# -m:   runs the package installed in the image, as the `marketplace-entitlement` command does;
+#   that console script cannot be used here, as its own first line starts Python without -I.
 #
 # Nothing else is configured here: the product code and key come from the pin file, every other
 # setting from its MARKETPLACE_* variable.

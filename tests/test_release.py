@@ -198,7 +198,8 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
     code and the emulator's key into the clean environment's package; then the image's CMD runs
     through entrypoint/entrypoint.sh (installed as the ENTRYPOINT is, mode 0755) with that
     environment's bin/ first on PATH, against the emulator, with no product code or key in the
-    environment. The pin file is removed afterwards: the clean environment is shared by this module.
+    environment (``check`` needs nothing more either). The pin file is removed afterwards: the
+    clean environment is shared by this module.
     """
     project = tmp_path / "seller-project"
     shutil.copytree(ROOT / "examples" / "multi-worker", project)
@@ -264,6 +265,11 @@ def test_dockerfile_steps_in_a_clean_environment(installed: Path, tmp_path: Path
         assert "MARKETPLACE_PRODUCT_CODE" not in env
         # The image's ENTRYPOINT and CMD, with the clean environment's bin/ standing for the image.
         env["PATH"] = f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        checked = subprocess.run(
+            [command, "check"], capture_output=True, text=True, timeout=60, check=False, env=env
+        )
+        assert checked.returncode == 0, checked.stderr  # `check` too needs nothing but the pin
+        assert json.loads(checked.stdout)["product_code"] == "prod-seller"
         server = subprocess.Popen(
             [str(entrypoint), *image_cmd()],
             stderr=subprocess.PIPE,
