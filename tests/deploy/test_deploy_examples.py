@@ -807,8 +807,19 @@ def test_deploy_doc_refers_only_to_files_that_exist() -> None:
 
 
 def test_images_are_named_in_the_marketplace_registry() -> None:
-    """The buyer deploys the image from AWS Marketplace's registry, so the placeholders name it."""
-    images = [ecs_container()["image"], pod_container()["image"]]
+    """The buyer deploys the image from AWS Marketplace's registry, so every placeholder names it."""
+    images = [
+        container["image"]
+        for path in sorted(ENTRYPOINT_DIR.glob("ecs-task-definition*.json"))
+        for container in json.loads(path.read_text(encoding="utf-8"))["containerDefinitions"]
+    ] + [
+        container["image"]
+        for path in sorted(KUBERNETES.glob("deployment*.yaml"))
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if document and document.get("kind") == "Deployment"
+        for container in document["spec"]["template"]["spec"]["containers"]
+    ]
+    assert len(images) >= 4
     for image in images:
         assert image.startswith(MARKETPLACE_REGISTRY), image
         assert re.fullmatch(r"[^/]+/<SELLER>/<REPOSITORY>:<TAG>", image), image
