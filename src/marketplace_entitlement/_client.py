@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import urllib.request
 from typing import TYPE_CHECKING, Any, Protocol
 
 from marketplace_entitlement._errors import ConfigurationError
@@ -91,6 +90,8 @@ def platform_region(settings: Settings) -> str | None:
     uri = settings.ecs_metadata_uri
     if not uri:
         return None
+    import urllib.request  # noqa: PLC0415  (rarely needed; ~40 ms of imports on every start)
+
     try:
         with urllib.request.urlopen(  # noqa: S310  (the URI is the platform's, http by design)
             uri.rstrip("/") + "/task", timeout=PLATFORM_LOOKUP_TIMEOUT

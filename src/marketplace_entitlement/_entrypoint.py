@@ -12,7 +12,8 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO, TypeAlias
 
 from marketplace_entitlement import _boot, _env
 from marketplace_entitlement._client import MeteringClient
@@ -21,8 +22,6 @@ from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.entitlement._gate import Entitlement, Gate
 from marketplace_entitlement.entitlement._reregister import Reregistration
-from marketplace_entitlement.metering import _runtime as metering
-from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
 from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, signal_name
 from marketplace_entitlement.supervision._supervisor import (
@@ -33,18 +32,24 @@ from marketplace_entitlement.supervision._supervisor import (
     set_parent_death_signal,
 )
 
+if TYPE_CHECKING:
+    from marketplace_entitlement.metering._gate import MeterUsageGate
+
 logger = logging.getLogger(__name__)
 
 # Signals that end the wrapper while it is still registering (CMD has not started yet).
 SHUTDOWN_SIGNALS = SHUTDOWN
 
 
-AnyGate = Gate | MeterUsageGate
+AnyGate: TypeAlias = "Gate | MeterUsageGate"
 
 
 def make_gate(settings: Settings, client: MeteringClient | None = None) -> AnyGate:
     """The pricing model's gate: RegisterUsage (hourly) or MeterUsage (custom)."""
     if settings.pricing == "custom":
+        # Imported only for custom pricing: an hourly container's start does not pay for it.
+        from marketplace_entitlement.metering import _runtime as metering  # noqa: PLC0415
+
         return metering.custom_gate(settings, client)
     return Gate(settings, client)
 
@@ -175,7 +180,25 @@ def run_entrypoint(
     settings: Settings, command: Sequence[str], client: MeteringClient | None = None
 ) -> int:
     """``run``: gate; only if entitled start CMD, supervise it, re-register; return exit code."""
-    settings = metering.with_state_dir(settings)
+    if settings.pricing == "custom":
+        return _run_metered(settings, command, client)
+    return _run(settings, command, client)
+
+
+def _run_metered(settings: Settings, command: Sequence[str], client: MeteringClient | None) -> int:
+    """``run`` for custom pricing: the metering runtime is imported only here."""
+    from marketplace_entitlement.metering import _runtime as metering  # noqa: PLC0415
+
+    return _run(metering.with_state_dir(settings), command, client, metering)
+
+
+def _run(
+    settings: Settings,
+    command: Sequence[str],
+    client: MeteringClient | None,
+    metering: ModuleType | None = None,
+) -> int:
+    """Gate, start CMD, supervise; with ``metering`` (custom pricing) meter instead of re-register."""
     status = _status_file(settings)
     gate = make_gate(settings, client)
     with SignalPipe() as signals:
@@ -186,9 +209,10 @@ def run_entrypoint(
         if isinstance(outcome, int):
             return outcome
         metered = None
-        if isinstance(gate, MeterUsageGate) and isinstance(outcome, MeteringEntitlement):
+        env = None  # the environment run was given (exec_environment), untouched
+        if metering is not None:
             metered = metering.start_for_run(gate, outcome, status)  # before CMD: it may record
-        env = metering.child_environment(settings, exec_environment(), metered)
+            env = metering.child_environment(settings, exec_environment(), metered)
         supervisor = Supervisor(command, supervisor_options(settings), signals, env=env)
         try:
             supervisor.start()
@@ -199,7 +223,7 @@ def run_entrypoint(
             return error.exit_code
         stopped_for: list[EntitlementError] = []
         reregistration = None
-        if metered is not None:
+        if metering is not None and metered is not None:
             metered.on_backlog_stop = metering.backlog_stopper(supervisor.request_stop, stopped_for)
         elif isinstance(gate, Gate):
             reregistration = _start_reregistration(gate, status, supervisor, stopped_for)
