@@ -242,6 +242,16 @@ def write_pin_file(
     The pricing is always written (``hourly`` by default), so a new pin file always pins it; the
     key is required for hourly pricing and optional for custom pricing (MeterUsage has no token).
     """
+    if pricing == "custom" and not dimensions:
+        raise ConfigurationError(
+            "--pricing custom needs --dimensions", variable="--dimensions",
+            hint="list the dimension API names of your listing, comma-separated",
+        )  # fmt: skip
+    if pricing == "hourly" and dimensions:
+        raise ConfigurationError(
+            "--dimensions needs --pricing custom (hourly pricing has no dimensions)",
+            variable="--pricing",
+        )
     if public_key_pem is None and pricing != "custom":
         raise ConfigurationError(
             "--public-key-file is required for --pricing hourly (RegisterUsage's token is "
@@ -253,16 +263,6 @@ def write_pin_file(
         raise ConfigurationError("--public-key-version needs --public-key-file")
     if public_key_pem is not None:  # the same checks as at runtime: no demo, no tiny key
         load_public_key_pem(public_key_pem, "--public-key-file")
-    if pricing == "custom" and not dimensions:
-        raise ConfigurationError(
-            "--pricing custom needs --dimensions", variable="--dimensions",
-            hint="list the dimension API names of your listing, comma-separated",
-        )  # fmt: skip
-    if pricing == "hourly" and dimensions:
-        raise ConfigurationError(
-            "--dimensions needs --pricing custom (hourly pricing has no dimensions)",
-            variable="--pricing",
-        )
     document = {
         "format": PIN_FORMAT,
         "product_code": parse_product_code(product_code, "--product-code"),
