@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -543,7 +544,7 @@ def test_pricing_and_dimensions_in_code_are_pinned(
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    pinned = {"pricing": "custom", "dimensions": list(METERED_DIMENSIONS)}
+    pinned: dict[str, Any] = {"pricing": "custom", "dimensions": list(METERED_DIMENSIONS)}
     assert check_entitlement(**pinned).verified is False  # MeterUsage returns no token
     assert len(metered_service.metered()) == 1
     monkeypatch.setenv("MARKETPLACE_PRICING", "hourly")
