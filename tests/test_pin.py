@@ -556,3 +556,30 @@ def test_pricing_and_dimensions_in_code_are_pinned(
     monkeypatch.setenv("MARKETPLACE_DIMENSIONS", "requests")
     with pytest.raises(ConfigurationError, match="refused MARKETPLACE_DIMENSIONS='requests'"):
         start_metering(**pinned)
+
+
+def test_record_outside_run_uses_the_pinned_dimensions(custom_site: Path, tmp_path: Path) -> None:
+    """`record` without MARKETPLACE_DIMENSIONS in a custom-pinned image checks the pinned names.
+
+    A pinned dimension is recorded (0); one the pin does not declare is refused as a bad record (64).
+    """
+    env = {**base_env(tmp_path), "MARKETPLACE_METERING_STATE_DIR": str(tmp_path / "state")}
+    record = [*image_cli(custom_site), "record"]
+    pinned = run([*record, "gb_scanned", "3"], env)
+    assert pinned.returncode == 0, pinned.stderr
+    undeclared = run([*record, "storage", "3"], env)
+    assert undeclared.returncode == 64, undeclared.stderr
+    assert "not declared" in undeclared.stderr
+
+
+def test_hourly_pin_refuses_custom_pricing(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path, service: Emulator
+) -> None:
+    """`pin` without --pricing pins hourly: MARKETPLACE_PRICING=custom is refused (78), CMD not run."""
+    document = json.loads((pinned_site / "marketplace_entitlement" / "pin.json").read_text())
+    assert (document["pricing"], document["dimensions"]) == ("hourly", None)
+    env = image_env(aws_env, MARKETPLACE_PRICING="custom", MARKETPLACE_DIMENSIONS="requests")
+    code, stderr = run_true(pinned_site, env, tmp_path)
+    assert code == 78
+    assert "refused MARKETPLACE_PRICING='custom' (pinned: 'hourly')" in stderr
+    assert service.requests("RegisterUsage") == []
