@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,11 +25,14 @@ from marketplace_entitlement import (
     VerificationError,
     check_entitlement,
     require_entitlement,
+    start_metering,
 )
 from marketplace_entitlement.emulator import Emulator
 from marketplace_entitlement.entitlement._gate import Gate
 from marketplace_entitlement.entitlement._pin import check_not_mounted_over
 from tests.keys import JWT_IO_DEMO_PUBLIC_KEY_PEM, private_pem, public_pem
+from tests.metering.harness import PRODUCT as METERED
+from tests.metering.harness import base_env, metering_env
 
 PRODUCT = "prod-test123"  # aws_env's product code
 
@@ -358,3 +363,223 @@ def test_wrong_key_in_code_is_a_verification_failure(
     monkeypatch.delenv("MARKETPLACE_PUBLIC_KEY_FILE")
     with pytest.raises(VerificationError):
         check_entitlement(public_key=other_rsa_key.public_key())
+
+
+# --- custom pricing: pricing and dimensions pinned, no key needed ---------------------------------
+
+METERED_DIMENSIONS = ("requests", "gb_scanned", "users")
+
+
+@pytest.fixture
+def metered_service() -> Iterator[Emulator]:
+    """An in-process emulator that knows the metered product's dimensions (MeterUsage unthrottled)."""
+    with Emulator(
+        products={METERED: "entitled"}, dimensions={METERED: list(METERED_DIMENSIONS)},
+        rate_limits={"MeterUsage": None},
+    ) as emulator:  # fmt: skip
+        yield emulator
+
+
+def pin_command(site: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """The copied package's `pin` with ``options`` (as a Dockerfile's RUN line would run it)."""
+    return run([*image_cli(site), "pin", *options], env=dict(os.environ))
+
+
+@pytest.fixture
+def custom_site(tmp_path: Path) -> Path:
+    """A copied package pinned to custom pricing, its product code and dimensions, with no key."""
+    site = install_copy(tmp_path)
+    result = pin_command(
+        site, "--product-code", METERED, "--pricing", "custom",
+        "--dimensions", ",".join(METERED_DIMENSIONS),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return site
+
+
+def custom_image_env(endpoint: str, tmp_path: Path, **changes: str) -> dict[str, str]:
+    """The buyer's environment for a custom-pinned image: no product code, pricing or dimensions."""
+    env = metering_env(base_env(tmp_path), endpoint, tmp_path / "state")
+    for name in ("MARKETPLACE_PRODUCT_CODE", "MARKETPLACE_PRICING", "MARKETPLACE_DIMENSIONS"):
+        del env[name]
+    return {**env, **changes}
+
+
+def check_image(site: Path, env: dict[str, str], *options: str) -> subprocess.CompletedProcess[str]:
+    """`check [options]` of the copied package."""
+    return run([*image_cli(site), "check", *options], env)
+
+
+def test_pin_custom_product_without_a_key(custom_site: Path) -> None:
+    """`pin --pricing custom --dimensions ...` needs no key and writes pricing and dimensions."""
+    document = json.loads((custom_site / "marketplace_entitlement" / "pin.json").read_text())
+    assert document["format"] == "marketplace-entitlement-pin/1"
+    assert (document["product_code"], document["pricing"]) == (METERED, "custom")
+    assert document["dimensions"] == list(METERED_DIMENSIONS)
+    assert document["public_key"] is None
+
+
+def test_custom_pin_alone_meters_at_startup(
+    custom_site: Path, metered_service: Emulator, tmp_path: Path
+) -> None:
+    """`check` with pricing, dimensions and product code from the pin only: MeterUsage, exit 0."""
+    result = check_image(custom_site, custom_image_env(metered_service.endpoint, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pricing"] == "custom"
+    (accepted,) = metered_service.metered()
+    assert (accepted["dimension"], accepted["quantity"]) == ("requests", "0")
+    assert metered_service.requests("RegisterUsage") == []
+
+
+@pytest.mark.parametrize("where", ["environment", "option"])
+def test_custom_pin_refuses_hourly_pricing(
+    custom_site: Path, metered_service: Emulator, tmp_path: Path, where: str
+) -> None:
+    """Hourly pricing against a custom pin (variable or `check --pricing`): 78, nothing called."""
+    env = custom_image_env(metered_service.endpoint, tmp_path)
+    if where == "environment":
+        result = check_image(custom_site, {**env, "MARKETPLACE_PRICING": "hourly"})
+    else:
+        result = check_image(custom_site, env, "--pricing", "hourly")
+    assert result.returncode == 78, result.stderr
+    assert "refused MARKETPLACE_PRICING='hourly' (pinned: 'custom'): the image's pin file" in (
+        result.stderr
+    )
+    assert metered_service.requests("MeterUsage") == []
+    assert metered_service.requests("RegisterUsage") == []
+
+
+@pytest.mark.parametrize("dimensions", ["requests", "requests,gb_scanned,users,storage"])
+def test_custom_pin_refuses_other_dimensions(
+    custom_site: Path, metered_service: Emulator, tmp_path: Path, dimensions: str
+) -> None:
+    """MARKETPLACE_DIMENSIONS naming another set than the pin's (fewer or more): 78, a line says so."""
+    env = custom_image_env(metered_service.endpoint, tmp_path, MARKETPLACE_DIMENSIONS=dimensions)
+    result = check_image(custom_site, env)
+    assert result.returncode == 78, result.stderr
+    assert f"refused MARKETPLACE_DIMENSIONS={dimensions!r}" in result.stderr
+    assert "the image's pin file" in result.stderr
+    assert metered_service.requests("MeterUsage") == []
+
+
+@pytest.mark.parametrize("where", ["environment", "option"])
+def test_custom_pin_accepts_the_same_values_repeated(
+    custom_site: Path, metered_service: Emulator, tmp_path: Path, where: str
+) -> None:
+    """Repeating the pinned pricing, product code and dimensions (in another order) is accepted."""
+    env = custom_image_env(metered_service.endpoint, tmp_path)
+    same = {"pricing": "custom", "dimensions": "users,requests,gb_scanned", "product_code": METERED}
+    if where == "environment":
+        env.update({f"MARKETPLACE_{name.upper()}": value for name, value in same.items()})
+        result = check_image(custom_site, env)
+    else:
+        options = [
+            part for name, value in same.items() for part in (f"--{name.replace('_', '-')}", value)
+        ]
+        result = check_image(custom_site, env, *options)
+    assert result.returncode == 0, result.stderr
+    (accepted,) = metered_service.metered()
+    assert accepted["dimension"] == "requests"  # the pinned order decides the startup record
+
+
+def test_old_format_pin_file_still_works(
+    tmp_path: Path, service: Emulator, aws_env: dict[str, str]
+) -> None:
+    """A pin file written before pricing could be pinned (no pricing, dimensions): hourly, exit 0."""
+    site = install_copy(tmp_path)
+    old = {
+        "format": "marketplace-entitlement-pin/1",
+        "product_code": PRODUCT,
+        "public_key_version": None,
+        "public_key": service.public_key_pem(1).decode("ascii"),
+    }
+    (site / "marketplace_entitlement" / "pin.json").write_text(json.dumps(old))
+    result = check_image(site, image_env(aws_env))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verified"] is True
+    assert len(service.requests("RegisterUsage")) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--pricing", "daily", "--dimensions", "requests"], "--pricing='daily' is not one of"),
+        (["--pricing", "custom", "--dimensions", "requests,,users"], "--dimensions='requests,,users'"),
+        (["--pricing", "custom", "--dimensions", "a,a"], "--dimensions names a more than once"),
+        (["--pricing", "custom"], "--pricing custom needs --dimensions"),
+        (["--dimensions", "requests"], "--dimensions needs --pricing custom"),
+        ([], "--public-key-file is required for --pricing hourly"),
+        (["--pricing", "custom", "--dimensions", "requests", "--public-key-file", "DEMO"],
+         "jwt.io demo key"),
+    ],
+)  # fmt: skip
+def test_pin_command_refuses_bad_pricing_options(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    """Bad --pricing/--dimensions (or a missing or demo key where one applies): 78, option named."""
+    demo = tmp_path / "demo.pem"
+    demo.write_bytes(JWT_IO_DEMO_PUBLIC_KEY_PEM)
+    output = tmp_path / "pin.json"
+    options = [str(demo) if option == "DEMO" else option for option in options]
+    result = run(
+        [sys.executable, "-m", "marketplace_entitlement", "pin", "--product-code", METERED,
+         *options, "--output", str(output)],
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 78, result.stderr
+    assert named in result.stderr
+    assert not output.exists()
+
+
+def test_pricing_and_dimensions_in_code_are_pinned(
+    metered_service: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_entitlement/start_metering(pricing=, dimensions=): the environment may not contradict.
+
+    The same values in the environment are accepted (check_entitlement meters, exit 0 path);
+    hourly pricing or another dimension set in the environment is refused naming the variable.
+    """
+    env = metering_env(base_env(tmp_path), metered_service.endpoint, tmp_path / "state")
+    for name in [n for n in os.environ if n.startswith(("MARKETPLACE_", "AWS_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pinned: dict[str, Any] = {"pricing": "custom", "dimensions": list(METERED_DIMENSIONS)}
+    assert check_entitlement(**pinned).verified is False  # MeterUsage returns no token
+    assert len(metered_service.metered()) == 1
+    monkeypatch.setenv("MARKETPLACE_PRICING", "hourly")
+    with pytest.raises(ConfigurationError) as caught:
+        check_entitlement(**pinned)
+    assert caught.value.variable == "MARKETPLACE_PRICING"
+    assert "the application's code pins it" in caught.value.message
+    monkeypatch.setenv("MARKETPLACE_PRICING", "custom")
+    monkeypatch.setenv("MARKETPLACE_DIMENSIONS", "requests")
+    with pytest.raises(ConfigurationError, match="refused MARKETPLACE_DIMENSIONS='requests'"):
+        start_metering(**pinned)
+
+
+def test_record_outside_run_uses_the_pinned_dimensions(custom_site: Path, tmp_path: Path) -> None:
+    """`record` without MARKETPLACE_DIMENSIONS in a custom-pinned image checks the pinned names.
+
+    A pinned dimension is recorded (0); one the pin does not declare is refused as a bad record (64).
+    """
+    env = {**base_env(tmp_path), "MARKETPLACE_METERING_STATE_DIR": str(tmp_path / "state")}
+    record = [*image_cli(custom_site), "record"]
+    pinned = run([*record, "gb_scanned", "3"], env)
+    assert pinned.returncode == 0, pinned.stderr
+    undeclared = run([*record, "storage", "3"], env)
+    assert undeclared.returncode == 64, undeclared.stderr
+    assert "not declared" in undeclared.stderr
+
+
+def test_hourly_pin_refuses_custom_pricing(
+    pinned_site: Path, aws_env: dict[str, str], tmp_path: Path, service: Emulator
+) -> None:
+    """`pin` without --pricing pins hourly: MARKETPLACE_PRICING=custom is refused (78), CMD not run."""
+    document = json.loads((pinned_site / "marketplace_entitlement" / "pin.json").read_text())
+    assert (document["pricing"], document["dimensions"]) == ("hourly", None)
+    env = image_env(aws_env, MARKETPLACE_PRICING="custom", MARKETPLACE_DIMENSIONS="requests")
+    code, stderr = run_true(pinned_site, env, tmp_path)
+    assert code == 78
+    assert "refused MARKETPLACE_PRICING='custom' (pinned: 'hourly')" in stderr
+    assert service.requests("RegisterUsage") == []

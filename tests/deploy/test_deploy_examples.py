@@ -54,6 +54,8 @@ PINNED_VARIABLES = {
     _env.PUBLIC_KEY,
     _env.PUBLIC_KEY_FILE,
     _env.PUBLIC_KEY_VERSION,
+    _env.PRICING,  # a custom-metered image pins its pricing and dimensions too
+    _env.DIMENSIONS,
 }
 ECS_TASK_DEFINITIONS = sorted(ENTRYPOINT_DIR.glob("ecs-task-definition*.json"))
 DEPLOYMENTS = sorted(KUBERNETES.glob("deployment*.yaml"))
@@ -475,9 +477,10 @@ def test_ecs_stop_timeout_outlasts_term_delay_and_grace_period() -> None:
 
 @pytest.mark.parametrize("path", ECS_TASK_DEFINITIONS, ids=lambda path: path.name)
 def test_ecs_environment_names_nothing_pinned_and_no_region_or_credentials(path: Path) -> None:
-    """Each ECS container (hourly, custom metering) sets no product code, key or credentials.
+    """Each ECS container (hourly, custom metering) sets no product code, key, pricing or credentials.
 
-    The product code and key are pinned in the image; the status file is the image's. It sets only
+    The product code and key (and a custom-metered product's pricing and dimensions) are pinned in
+    the image; the status file is the image's. It sets only
     variables the package knows; ECS itself sets AWS_REGION and serves the task role's credentials.
     """
     (container,) = load_json(path)["containerDefinitions"]
@@ -584,9 +587,10 @@ def test_deployment_is_non_root_with_a_read_only_root_and_a_writable_status_dir(
 def test_deployment_names_nothing_pinned_no_region_or_credentials_and_keeps_the_entrypoint(
     path: Path,
 ) -> None:
-    """Each Deployment (hourly, custom metering) carries no key, product code or credentials.
+    """Each Deployment (hourly, custom metering) carries no key, product code, pricing or credentials.
 
-    The product code and key are pinned in the image, so no variable names them and no volume
+    The product code and key (and a custom-metered product's pricing and dimensions) are pinned in
+    the image, so no variable names them and no volume
     holds a key (only the status, metering state and /tmp volumes remain). It sets only variables
     the package knows, and keeps the image's ENTRYPOINT; EKS injects AWS_REGION and the IRSA
     settings.

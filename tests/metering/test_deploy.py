@@ -8,20 +8,32 @@ from typing import Any
 
 import yaml
 
-from marketplace_entitlement import load_settings
+from marketplace_entitlement import Settings, load_settings
+from marketplace_entitlement.entitlement._pin import Pin
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "entrypoint"
+# What the seller's image pins (`pin --pricing custom --dimensions a,b`), so the manifests set none.
+IMAGE_PIN = Pin(
+    source="the image's pin file", product_code="prod-x", pricing="custom", dimensions=("a", "b")
+)
 
 
 def _env(pairs: list[dict[str, Any]]) -> dict[str, str]:
     return {pair["name"]: str(pair["value"]) for pair in pairs}
 
 
+def _pinned_settings(env: dict[str, str]) -> Settings:
+    """The manifest's environment under the image's pin: the buyer sets no pricing or dimensions."""
+    assert not {"MARKETPLACE_PRICING", "MARKETPLACE_DIMENSIONS"} & set(env)
+    return load_settings(env, pin=IMAGE_PIN)
+
+
 def test_ecs_task_keeps_the_store_on_a_task_scoped_volume() -> None:
     """The ECS example mounts a task-scoped volume at the state directory and restarts in-task.
 
     The volume has no host path (it lives as long as the task), containers restart inside the task,
-    and the stop timeout leaves `run` time to send the unfinished hour.
+    and the stop timeout leaves `run` time to send the unfinished hour. Pricing and dimensions come
+    from the image's pin, not from the task definition.
     """
     task = json.loads((ENTRYPOINT / "ecs-task-definition-custom-metering.json").read_text())
     (container,) = task["containerDefinitions"]
@@ -33,15 +45,16 @@ def test_ecs_task_keeps_the_store_on_a_task_scoped_volume() -> None:
     assert mount["sourceVolume"] == volume["name"]
     assert mount["containerPath"] == env["MARKETPLACE_METERING_STATE_DIR"]
     assert container["restartPolicy"]["enabled"] is True
-    settings = load_settings(
-        env | {"MARKETPLACE_DIMENSIONS": "a,b", "MARKETPLACE_PRODUCT_CODE": "prod-x"}
-    )
+    settings = _pinned_settings(env)
     assert settings.pricing == "custom"
     assert container["stopTimeout"] > settings.metering_stop_timeout + 5
 
 
 def test_kubernetes_deployment_keeps_the_store_on_an_empty_dir() -> None:
-    """The EKS example mounts a pod-scoped emptyDir at the state directory and waits long enough."""
+    """The EKS example mounts a pod-scoped emptyDir at the state directory and waits long enough.
+
+    Pricing and dimensions come from the image's pin, not from the pod spec.
+    """
     deployment = yaml.safe_load(
         (ENTRYPOINT / "kubernetes" / "deployment-custom-metering.yaml").read_text()
     )
@@ -52,9 +65,7 @@ def test_kubernetes_deployment_keeps_the_store_on_an_empty_dir() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     store_volume = volumes[mounts[env["MARKETPLACE_METERING_STATE_DIR"]]]
     assert "emptyDir" in store_volume
-    settings = load_settings(
-        env | {"MARKETPLACE_DIMENSIONS": "a,b", "MARKETPLACE_PRODUCT_CODE": "prod-x"}
-    )
+    settings = _pinned_settings(env)
     assert (
         spec["terminationGracePeriodSeconds"] > settings.metering_stop_timeout + settings.term_delay
     )

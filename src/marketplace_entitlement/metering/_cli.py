@@ -54,6 +54,12 @@ def _recorder(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Reco
 
     state_dir = resolve_option("metering_state_dir", namespace.state_dir, environ)
     dimensions = resolve_option("dimensions", namespace.dimensions, environ)
+    if not dimensions:  # an image that pins them (docs/security.md, "Pinning")
+        from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
+            pinned_dimensions,
+        )
+
+        dimensions = pinned_dimensions()
     if state_dir is None:
         raise ConfigurationError(
             f"{_env.METERING_STATE_DIR} is not set", variable=_env.METERING_STATE_DIR,

@@ -91,6 +91,12 @@ def _recorder_from_environment() -> Recorder:
             return _default[1]
         state_dir = resolve_option("metering_state_dir", None, os.environ)
         dimensions = resolve_option("dimensions", None, os.environ)
+        if not dimensions:  # an image that pins them (docs/security.md, "Pinning")
+            from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
+                pinned_dimensions,
+            )
+
+            dimensions = pinned_dimensions()
         if state_dir is None:
             raise ConfigurationError(
                 f"{_env.METERING_STATE_DIR} is not set: record_usage has no usage store",

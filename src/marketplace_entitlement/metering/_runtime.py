@@ -275,7 +275,11 @@ def start_metering(
     Afterwards ``record_usage`` in this process records into this store; call ``.stop()`` on
     shutdown to send the unfinished hour.
     """
-    settings = load_settings(environ, **overrides)
+    from marketplace_entitlement.entitlement._pin import pin_from_code  # noqa: PLC0415 (cycle)
+
+    remaining = dict(overrides)
+    pin = pin_from_code(remaining)  # values given in code are pinned, as for check_entitlement
+    settings = load_settings(environ, pin=pin, **remaining)
     if settings.pricing != "custom":
         raise ConfigurationError(
             f"start_metering needs {_env.PRICING}=custom", variable=_env.PRICING,
