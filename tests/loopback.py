@@ -1,8 +1,9 @@
-"""Reaching a loopback emulator from tests and benches: the environment and a botocore client."""
+"""Reaching loopback services from tests and benches: the environment, a botocore client, a GET."""
 
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,12 @@ def emulator_client(
         aws_secret_access_key=secret,
         config=Config(retries={"total_max_attempts": 1}, max_pool_connections=max_pool_connections),
     )
+
+
+def get(url: str) -> str | None:
+    """The body of a GET of ``url``, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback http)
+            return str(response.read().decode())
+    except OSError:
+        return None
