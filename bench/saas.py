@@ -27,8 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import botocore.session
-from botocore.config import Config
+from tests.loopback import emulator_client
 from tests.postgres import start_server, stop_server
 
 from marketplace_entitlement import SaasCustomer, UsageReporter
@@ -75,13 +74,11 @@ def report_rate(url: str, writers: int, seconds: float) -> float:
 
 def client_for(emulator: Emulator) -> Any:
     """A botocore client for the emulator (one attempt: the sender retries)."""
-    return botocore.session.get_session().create_client(
-        "meteringmarketplace",
-        region_name="us-east-1",
-        endpoint_url=emulator.endpoint,
-        aws_access_key_id="AKIDBENCH",
-        aws_secret_access_key="bench",  # noqa: S106  (a dummy the emulator accepts)
-        config=Config(retries={"total_max_attempts": 1}, max_pool_connections=16),
+    return emulator_client(
+        emulator.endpoint,
+        access_key_id="AKIDBENCH",
+        secret="bench",  # noqa: S106  (a dummy the emulator accepts)
+        max_pool_connections=16,
     )
 
 

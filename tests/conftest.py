@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from marketplace_entitlement.emulator import Emulator
 from tests.keys import generate_key, private_pem
+from tests.loopback import emulator_env
 
 # A real PostgreSQL server (session-scoped, started on first use) for the store and SaaS tests.
 pytest_plugins = ["tests.postgres"]
@@ -44,22 +44,13 @@ def aws_env(service: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     """
     key_file = tmp_path / "public-key.pem"
     key_file.write_bytes(service.public_key_pem(1))
-    values = {
-        "AWS_ENDPOINT_URL_MARKETPLACE_METERING": service.endpoint,
-        "AWS_ACCESS_KEY_ID": "AKIDTESTGATE",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "MARKETPLACE_PRODUCT_CODE": "prod-test123",
-        "MARKETPLACE_PUBLIC_KEY_FILE": str(key_file),
-        "MARKETPLACE_LOG_FORMAT": "json",
-    }
-    for name in ("AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    for name in [n for n in os.environ if n.startswith("MARKETPLACE_")]:
-        monkeypatch.delenv(name)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return dict(os.environ)
+    return emulator_env(
+        monkeypatch,
+        tmp_path,
+        endpoint=service.endpoint,
+        access_key_id="AKIDTESTGATE",
+        marketplace={
+            "MARKETPLACE_PRODUCT_CODE": "prod-test123",
+            "MARKETPLACE_PUBLIC_KEY_FILE": str(key_file),
+        },
+    )

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 import venv
 import zipfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from marketplace_entitlement._version import __version__
+from tests.loopback import get
 
 ROOT = Path(__file__).resolve().parent.parent
 LICENSE_TEXT = (ROOT / "LICENSE").read_text(encoding="utf-8")
@@ -332,12 +332,3 @@ def answer(url: str, timeout: float = 60.0) -> str:
             return body
         assert time.monotonic() < deadline, f"nothing answered at {url}"
         time.sleep(0.1)
-
-
-def get(url: str) -> str | None:
-    """The body of a GET of ``url``, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback http)
-            return str(response.read().decode())
-    except OSError:
-        return None

@@ -107,7 +107,8 @@ _TERMINAL: Mapping[str, tuple[str, str | None, str]] = {
     ),
 }
 
-_CREDENTIAL_CODES = frozenset(
+# The codes of refused AWS credentials (the metering sender also retries these later).
+CREDENTIAL_CODES = frozenset(
     {
         "UnrecognizedClientException",
         "InvalidClientTokenId",
@@ -227,7 +228,7 @@ def _classify_service_error(
         if kind == "not_entitled":
             return NotEntitledError(text, aws_error_code=code, hint=hint)
         return ServiceConfigurationError(text, aws_error_code=code, variable=variable, hint=hint)
-    if code in _CREDENTIAL_CODES:
+    if code in CREDENTIAL_CODES:
         return ServiceConfigurationError(text, aws_error_code=code, hint=_CREDENTIAL_HINT)
     return ServiceConfigurationError(
         text, aws_error_code=code, hint="an error this package does not expect; check the settings"

@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from marketplace_entitlement.emulator import Emulator
+from tests.loopback import get
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI_WORKER = ROOT / "examples" / "multi-worker"
@@ -49,15 +49,6 @@ def wait_for(predicate: object, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def get(url: str) -> str | None:
-    """The body of a GET, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback http)
-            return str(response.read().decode())
-    except OSError:
-        return None
 
 
 @pytest.fixture

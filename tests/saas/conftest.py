@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import pytest
-from botocore.config import Config
+from tests.loopback import emulator_client, emulator_env
 
 from marketplace_entitlement.emulator import Emulator
 
@@ -32,36 +30,19 @@ def saas_env(
     Set in ``os.environ`` too (botocore reads its endpoint and credentials there); returned whole
     for subprocesses.
     """
-    values = {
-        "AWS_ENDPOINT_URL_MARKETPLACE_METERING": saas_emulator.endpoint,
-        "AWS_ACCESS_KEY_ID": "AKIDSAAS",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "MARKETPLACE_LOG_FORMAT": "json",
-    }
-    for name in ("AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    for name in [n for n in os.environ if n.startswith("MARKETPLACE_")]:
-        monkeypatch.delenv(name)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return dict(os.environ)
+    return emulator_env(
+        monkeypatch,
+        tmp_path,
+        endpoint=saas_emulator.endpoint,
+        access_key_id="AKIDSAAS",
+        marketplace={},
+    )
 
 
 @pytest.fixture
 def saas_client(saas_emulator: Emulator) -> Any:
     """A botocore client for ``saas_emulator`` (one attempt: our retry policy owns retries)."""
-    return botocore.session.get_session().create_client(
-        "meteringmarketplace",
-        region_name="us-east-1",
-        endpoint_url=saas_emulator.endpoint,
-        aws_access_key_id="AKIDSAAS",
-        aws_secret_access_key="secret",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return emulator_client(saas_emulator.endpoint, access_key_id="AKIDSAAS", secret="secret")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

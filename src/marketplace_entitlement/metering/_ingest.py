@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement.metering._recorder import Recorder
@@ -131,7 +131,31 @@ class _Server(ThreadingHTTPServer):
             raise UsageRecordError(where + error.message) from None
 
 
-class HttpIngestion:
+_Listener = TypeVar("_Listener", bound="_DaemonListener")
+
+
+class _DaemonListener:
+    """What both listeners share: a socket bound at construction, served from a daemon thread."""
+
+    _thread: threading.Thread
+
+    def _bound(self) -> tuple[Any, ...]:
+        """The socket's address as the socket module gives it (host and port first)."""
+        raise NotImplementedError
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (the port is chosen by the kernel when 0 was asked)."""
+        host, port = self._bound()[:2]
+        return str(host), int(port)
+
+    def start(self: _Listener) -> _Listener:
+        """Serve until ``stop``."""
+        self._thread.start()
+        return self
+
+
+class HttpIngestion(_DaemonListener):
     """The loopback HTTP endpoint, served from a daemon thread."""
 
     def __init__(
@@ -150,16 +174,8 @@ class HttpIngestion:
             target=self._server.serve_forever, name="marketplace-ingest-http", daemon=True
         )
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound host and port (the port is chosen by the kernel when 0 was asked)."""
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> HttpIngestion:
-        """Serve until ``stop``."""
-        self._thread.start()
-        return self
+    def _bound(self) -> tuple[Any, ...]:
+        return tuple(self._server.server_address)
 
     def stop(self) -> None:
         """Stop accepting; requests being answered finish first."""
@@ -193,7 +209,7 @@ def parse_statsd_line(line: str, recorder: Recorder, now: float) -> Usage:
     return recorder.checker.usage(name, int(fields[0]), tags, now)
 
 
-class StatsdIngestion:
+class StatsdIngestion(_DaemonListener):
     """The loopback StatsD/DogStatsD UDP listener, served from a daemon thread."""
 
     def __init__(
@@ -218,16 +234,8 @@ class StatsdIngestion:
             target=self._serve, name="marketplace-ingest-statsd", daemon=True
         )
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound host and port."""
-        host, port = self._socket.getsockname()[:2]
-        return str(host), int(port)
-
-    def start(self) -> StatsdIngestion:
-        """Serve until ``stop``."""
-        self._thread.start()
-        return self
+    def _bound(self) -> tuple[Any, ...]:
+        return tuple(self._socket.getsockname())
 
     def stop(self) -> None:
         """Stop: wake the blocked receive with an empty datagram, then close."""

@@ -35,7 +35,7 @@ from marketplace_entitlement._errors import (
     RegistrationInterrupted,
     ServiceUnavailableError,
 )
-from marketplace_entitlement._retry import backoff_delays, call_with_retries
+from marketplace_entitlement._retry import CREDENTIAL_CODES, backoff_delays, call_with_retries
 from marketplace_entitlement.metering._payload import MeterUsageBuilder
 from marketplace_entitlement.store import (
     HOUR,
@@ -56,17 +56,7 @@ SEND_BACKOFF_CAP_SECONDS = 30.0
 CLAIM_BATCH = 25
 CARRY_CODES = frozenset({"DuplicateRequestException", "TimestampOutOfBoundsException"})
 # Refusals that a fixed role or network may cure: released and retried, never held.
-RETRY_LATER_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-        "MissingAuthenticationTokenException",
-        "IncompleteSignature",
-    }
-)
+RETRY_LATER_CODES = frozenset({"AccessDeniedException"}) | CREDENTIAL_CODES
 
 
 class MeterUsageClient(Protocol):

@@ -22,7 +22,6 @@ rate limiter every replica shares (BatchMeterUsage's quota is per seller account
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -36,10 +35,20 @@ from marketplace_entitlement._errors import ConfigurationError
 from marketplace_entitlement.store._base import (
     BacklogEntry,
     FrozenRecord,
-    LeaseLostError,
     PayloadBuilder,
     RecordState,
     Usage,
+)
+from marketplace_entitlement.store._common import (
+    COLUMNS,
+    allocations_text,
+    backlog_order,
+    carried_rows,
+    check_finish,
+    freeze_groups,
+    group_usage,
+    pending_entry,
+    record,
 )
 
 T = TypeVar("T")
@@ -74,34 +83,10 @@ _SCHEMA = (
         updated DOUBLE PRECISION NOT NULL)""",
 )
 _NOW = "extract(epoch from clock_timestamp())::double precision"
-_COLUMNS = "id, stream, hour, payload, allocations, state, attempts, detail"
 _UPSERT = (
     "INSERT INTO usage (stream, hour, tags, quantity) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (stream, hour, tags) DO UPDATE SET quantity = usage.quantity + excluded.quantity"
 )
-
-
-def _text(quantity: Decimal) -> str:
-    """Canonical text of a quantity: no exponent, no trailing zeros after the point."""
-    text = format(quantity, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def _allocations_text(allocations: Mapping[str, Decimal]) -> str:
-    return json.dumps({tags: _text(q) for tags, q in sorted(allocations.items())})
-
-
-def _allocations(text: str) -> dict[str, Decimal]:
-    return {tags: Decimal(q) for tags, q in json.loads(text).items()}
-
-
-def _record(row: Any) -> FrozenRecord:
-    return FrozenRecord(
-        id=row[0], stream=row[1], hour=row[2], payload=row[3], allocations=_allocations(row[4]),
-        state=row[5], attempts=row[6], detail=row[7],
-    )  # fmt: skip
 
 
 class PostgresStore:
@@ -177,38 +162,33 @@ class PostgresStore:
 
         def work(db: psycopg.Connection[Any]) -> list[FrozenRecord]:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_FREEZE_LOCK,))
-            grouped: dict[tuple[str, int], dict[str, Decimal]] = {}
-            for stream, hour, tags, quantity in db.execute(
-                "DELETE FROM usage WHERE hour < %s RETURNING stream, hour, tags, quantity",
-                (before_hour,),
-            ):
-                grouped.setdefault((stream, hour), {})[tags] = Decimal(quantity)
-            created: list[FrozenRecord] = []
-            carry: list[tuple[str, int, str, Decimal]] = []
-            for (stream, hour), allocations in sorted(grouped.items(), key=lambda i: i[0][::-1]):
-                exists = db.execute(
-                    "SELECT 1 FROM records WHERE stream = %s AND hour = %s", (stream, hour)
-                ).fetchone()
-                if exists:
-                    carry += [(stream, open_hour, t, q) for t, q in allocations.items()]
-                    continue
-                decided = build(stream, hour, allocations)
-                carry += [(stream, open_hour, t, q) for t, q in decided.remainder.items()]
-                if decided.payload is None:
-                    continue
+            grouped = group_usage(
+                db.execute(
+                    "DELETE FROM usage WHERE hour < %s RETURNING stream, hour, tags, quantity",
+                    (before_hour,),
+                )
+            )
+
+            def has_record(stream: str, hour: int) -> bool:
+                return bool(
+                    db.execute(
+                        "SELECT 1 FROM records WHERE stream = %s AND hour = %s", (stream, hour)
+                    ).fetchone()
+                )
+
+            def insert(stream: str, hour: int, payload: str, stored: str) -> int:
                 row = db.execute(
                     "INSERT INTO records (stream, hour, payload, allocations, state) "
                     "VALUES (%s, %s, %s, %s, 'frozen') RETURNING id",
-                    (stream, hour, decided.payload, _allocations_text(decided.sent)),
+                    (stream, hour, payload, stored),
                 ).fetchone()
                 assert row is not None  # INSERT ... RETURNING always returns the row
-                created.append(
-                    FrozenRecord(
-                        id=row[0], stream=stream, hour=hour, payload=decided.payload,
-                        allocations=dict(decided.sent), state="frozen", attempts=0,
-                    )
-                )  # fmt: skip
-            carry = sorted((r for r in carry if r[3] != 0), key=lambda r: (r[0], r[1], r[2]))
+                return int(row[0])
+
+            created, carry = freeze_groups(
+                grouped, open_hour=open_hour, build=build, has_record=has_record, insert=insert
+            )
+            carry.sort(key=lambda r: (r[0], r[1], r[2]))
             if carry:
                 db.cursor().executemany(_UPSERT, carry)
             return created
@@ -224,11 +204,11 @@ class PostgresStore:
             db.execute(
                 "INSERT INTO records (stream, hour, payload, allocations, state) "
                 "VALUES (%s, %s, %s, %s, 'frozen') ON CONFLICT (stream, hour) DO NOTHING",
-                (stream, hour, payload, _allocations_text(allocations)),
+                (stream, hour, payload, allocations_text(allocations)),
             )
-            return _record(
+            return record(
                 db.execute(
-                    f"SELECT {_COLUMNS} FROM records WHERE stream = %s AND hour = %s",  # noqa: S608 (constant column list)
+                    f"SELECT {COLUMNS} FROM records WHERE stream = %s AND hour = %s",  # noqa: S608 (constant column list)
                     (stream, hour),
                 ).fetchone()
             )
@@ -245,10 +225,10 @@ class PostgresStore:
                 "SELECT id FROM records WHERE state = 'frozen' "
                 f"AND (owner IS NULL OR owner = %s OR lease_until < {_NOW}) "
                 "ORDER BY hour, id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_COLUMNS}",
+                f"RETURNING {COLUMNS}",
                 (owner, lease_seconds, owner, limit),
             ).fetchall()
-            return sorted((_record(row) for row in rows), key=lambda r: (r.hour, r.id))
+            return sorted((record(row) for row in rows), key=lambda r: (r.hour, r.id))
 
         return self._transaction(work)
 
@@ -271,21 +251,12 @@ class PostgresStore:
         db: psycopg.Connection[Any], record_id: int, owner: str, state: RecordState, detail: str
     ) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = db.execute(
-            f"SELECT {_COLUMNS}, owner, lease_until < {_NOW} FROM records "  # noqa: S608 (constant SQL fragments)
+            f"SELECT {COLUMNS}, owner, lease_until < {_NOW} FROM records "  # noqa: S608 (constant SQL fragments)
             "WHERE id = %s FOR UPDATE",
             (record_id,),
         ).fetchone()
-        if row is None:
-            raise LeaseLostError(f"no usage record {record_id}")
-        current, current_owner, expired = row[5], row[8], row[9]
-        if current == state and state == "sent":
+        if not check_finish(record_id, owner, state, row, expired=lambda r: bool(r[9])):
             return None  # an identical repeat was answered again: nothing changes
-        mine = current_owner == owner or current_owner is None or bool(expired)
-        if current != "frozen" or not mine:
-            raise LeaseLostError(
-                f"usage record {record_id} is {current} (lease of {current_owner!r}), "
-                f"not frozen and leased to {owner!r}"
-            )
         db.execute(
             "UPDATE records SET state = %s, detail = %s, owner = NULL, lease_until = NULL "
             "WHERE id = %s",
@@ -307,8 +278,7 @@ class PostgresStore:
         def work(db: psycopg.Connection[Any]) -> None:
             row = self._finish(db, record_id, owner, "carried", reason)
             assert row is not None  # only "sent" returns None
-            stream, allocations = row[1], _allocations(row[4])
-            rows = [(stream, to_hour, t, q) for t, q in sorted(allocations.items())]
+            rows = carried_rows(row, to_hour)
             if rows:
                 db.cursor().executemany(_UPSERT, rows)
 
@@ -327,12 +297,12 @@ class PostgresStore:
         """Every record (any state), oldest hour first; ``stream`` narrows to one stream."""
         rows = self._transaction(
             lambda db: db.execute(
-                f"SELECT {_COLUMNS} FROM records "  # noqa: S608 (constant column list)
+                f"SELECT {COLUMNS} FROM records "  # noqa: S608 (constant column list)
                 "WHERE %s::text IS NULL OR stream = %s ORDER BY hour, id",
                 (stream, stream),
             ).fetchall()
         )
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     def backlog(self) -> list[BacklogEntry]:
         """Every stream/hour that is open, frozen but unsent, or held, oldest first."""
@@ -348,13 +318,10 @@ class PostgresStore:
                 "SELECT stream, hour, state, allocations, detail FROM records "
                 "WHERE state IN ('frozen', 'held')"
             ):
-                quantity = sum(_allocations(allocations).values(), Decimal(0))
-                entries.append(BacklogEntry(stream, hour, state, quantity, detail))
+                entries.append(pending_entry(stream, hour, state, allocations, detail))
             return entries
 
-        entries = self._transaction(work)
-        entries.sort(key=lambda e: (e.hour, e.stream, e.state))
-        return entries
+        return backlog_order(self._transaction(work))
 
     # -- beyond the protocol ----------------------------------------------------------------------
 

@@ -19,13 +19,12 @@ function each connection registers, so that ``add`` is a single upsert per item.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -34,10 +33,22 @@ from typing import Any
 from marketplace_entitlement.store._base import (
     BacklogEntry,
     FrozenRecord,
-    LeaseLostError,
     PayloadBuilder,
     RecordState,
     Usage,
+)
+from marketplace_entitlement.store._common import (
+    COLUMNS,
+    UsageRow,
+    allocations_text,
+    backlog_order,
+    carried_rows,
+    check_finish,
+    freeze_groups,
+    group_usage,
+    pending_entry,
+    record,
+    text,
 )
 
 BUSY_TIMEOUT_SECONDS = 60.0
@@ -71,23 +82,12 @@ def _dec_add(left: str | None, right: str) -> str:
     """Exact sum of two canonical decimal texts (registered as the SQL function ``dec_add``)."""
     if left is None:
         return right
-    return _text(Decimal(left) + Decimal(right))
+    return text(Decimal(left) + Decimal(right))
 
 
-def _text(quantity: Decimal) -> str:
-    """Canonical text of a quantity: no exponent, no trailing zeros after the point."""
-    text = format(quantity, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def _allocations_text(allocations: Mapping[str, Decimal]) -> str:
-    return json.dumps({tags: _text(q) for tags, q in sorted(allocations.items())})
-
-
-def _allocations(text: str) -> dict[str, Decimal]:
-    return {tags: Decimal(q) for tags, q in json.loads(text).items()}
+def _as_text(rows: Sequence[UsageRow]) -> list[tuple[str, int, str, str]]:
+    """Usage rows with their quantities as the canonical text this backend stores."""
+    return [(stream, hour, tags, text(q)) for stream, hour, tags, q in rows]
 
 
 _open_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
@@ -142,7 +142,7 @@ class SqliteStore:
 
     def add(self, usage: Iterable[Usage]) -> None:
         """Accumulate every item, all or nothing; durable (survives kill -9) when it returns."""
-        rows = [(u.stream, u.hour, u.tags, _text(u.quantity)) for u in usage]
+        rows = [(u.stream, u.hour, u.tags, text(u.quantity)) for u in usage]
         if not rows:
             return
         with self._transaction() as db:
@@ -152,41 +152,36 @@ class SqliteStore:
         self, *, before_hour: int, open_hour: int, build: PayloadBuilder
     ) -> list[FrozenRecord]:
         """Freeze each stream's usage of every hour before ``before_hour`` into one record."""
-        created: list[FrozenRecord] = []
         with self._transaction() as db:
-            grouped: dict[tuple[str, int], dict[str, Decimal]] = {}
-            for stream, hour, tags, quantity in db.execute(
-                "SELECT stream, hour, tags, quantity FROM usage WHERE hour < ? "
-                "ORDER BY hour, stream, tags",
-                (before_hour,),
-            ):
-                grouped.setdefault((stream, hour), {})[tags] = Decimal(quantity)
+            grouped = group_usage(
+                db.execute(
+                    "SELECT stream, hour, tags, quantity FROM usage WHERE hour < ? "
+                    "ORDER BY hour, stream, tags",
+                    (before_hour,),
+                )
+            )
             db.execute("DELETE FROM usage WHERE hour < ?", (before_hour,))
-            carry: list[tuple[str, int, str, str]] = []
-            for (stream, hour), allocations in grouped.items():
-                exists = db.execute(
-                    "SELECT 1 FROM records WHERE stream = ? AND hour = ?", (stream, hour)
-                ).fetchone()
-                if exists:
-                    carry += [(stream, open_hour, t, _text(q)) for t, q in allocations.items()]
-                    continue
-                decided = build(stream, hour, allocations)
-                carry += [(stream, open_hour, t, _text(q)) for t, q in decided.remainder.items()]
-                if decided.payload is None:
-                    continue
+
+            def has_record(stream: str, hour: int) -> bool:
+                return bool(
+                    db.execute(
+                        "SELECT 1 FROM records WHERE stream = ? AND hour = ?", (stream, hour)
+                    ).fetchone()
+                )
+
+            def insert(stream: str, hour: int, payload: str, stored: str) -> int:
                 cursor = db.execute(
                     "INSERT INTO records (stream, hour, payload, allocations, state) "
                     "VALUES (?, ?, ?, ?, 'frozen')",
-                    (stream, hour, decided.payload, _allocations_text(decided.sent)),
+                    (stream, hour, payload, stored),
                 )
                 assert cursor.lastrowid is not None  # sqlite3 sets it after INSERT
-                created.append(
-                    FrozenRecord(
-                        id=cursor.lastrowid, stream=stream, hour=hour, payload=decided.payload,
-                        allocations=dict(decided.sent), state="frozen", attempts=0,
-                    )
-                )  # fmt: skip
-            db.executemany(_UPSERT, [row for row in carry if Decimal(row[3]) != 0])
+                return cursor.lastrowid
+
+            created, carry = freeze_groups(
+                grouped, open_hour=open_hour, build=build, has_record=has_record, insert=insert
+            )
+            db.executemany(_UPSERT, _as_text(carry))
         return created
 
     def ensure_record(
@@ -197,20 +192,20 @@ class SqliteStore:
             db.execute(
                 "INSERT INTO records (stream, hour, payload, allocations, state) "
                 "VALUES (?, ?, ?, ?, 'frozen') ON CONFLICT (stream, hour) DO NOTHING",
-                (stream, hour, payload, _allocations_text(allocations)),
+                (stream, hour, payload, allocations_text(allocations)),
             )
             row = db.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE stream = ? AND hour = ?",  # noqa: S608 (constant column list)
+                f"SELECT {COLUMNS} FROM records WHERE stream = ? AND hour = ?",  # noqa: S608 (constant column list)
                 (stream, hour),
             ).fetchone()
-        return _record(row)
+        return record(row)
 
     def claim(self, *, owner: str, limit: int, lease_seconds: float) -> list[FrozenRecord]:
         """Lease up to ``limit`` frozen records to ``owner``, oldest hour first."""
         now = time.time()
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE state = 'frozen' "  # noqa: S608 (constant column list)
+                f"SELECT {COLUMNS} FROM records WHERE state = 'frozen' "  # noqa: S608 (constant column list)
                 "AND (owner IS NULL OR owner = ? OR lease_until < ?) ORDER BY hour, id LIMIT ?",
                 (owner, now, limit),
             ).fetchall()
@@ -219,7 +214,7 @@ class SqliteStore:
                 "WHERE id = ?",
                 [(owner, now + lease_seconds, row[0]) for row in rows],
             )
-        return [_record(row, attempts_delta=1) for row in rows]
+        return [record(row, attempts_delta=1) for row in rows]
 
     def claim_record(self, record_id: int, *, owner: str, lease_seconds: float) -> bool:
         """Lease this one record to ``owner`` if it is frozen and not leased by another."""
@@ -237,20 +232,11 @@ class SqliteStore:
         self, db: sqlite3.Connection, record_id: int, owner: str, state: RecordState, detail: str
     ) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = db.execute(
-            f"SELECT {_COLUMNS}, owner, lease_until FROM records WHERE id = ?",  # noqa: S608 (constant column list)
+            f"SELECT {COLUMNS}, owner, lease_until FROM records WHERE id = ?",  # noqa: S608 (constant column list)
             (record_id,),
         ).fetchone()
-        if row is None:
-            raise LeaseLostError(f"no usage record {record_id}")
-        current, current_owner, lease_until = row[5], row[8], row[9]
-        if current == state and state == "sent":
+        if not check_finish(record_id, owner, state, row, expired=lambda r: r[9] < time.time()):
             return None  # an identical repeat was answered again: nothing changes
-        mine = current_owner == owner or current_owner is None or lease_until < time.time()
-        if current != "frozen" or not mine:
-            raise LeaseLostError(
-                f"usage record {record_id} is {current} (lease of {current_owner!r}), "
-                f"not frozen and leased to {owner!r}"
-            )
         db.execute(
             "UPDATE records SET state = ?, detail = ?, owner = NULL, lease_until = NULL "
             "WHERE id = ?",
@@ -273,10 +259,7 @@ class SqliteStore:
         with self._transaction() as db:
             row = self._finish(db, record_id, owner, "carried", reason)
             assert row is not None  # only "sent" returns None
-            stream, allocations = row[1], _allocations(row[4])
-            db.executemany(
-                _UPSERT, [(stream, to_hour, t, _text(q)) for t, q in allocations.items()]
-            )
+            db.executemany(_UPSERT, _as_text(carried_rows(row, to_hour)))
 
     def release(self, record_id: int, *, owner: str) -> None:
         """End ``owner``'s lease without an answer (a retryable failure): another claim may take it."""
@@ -290,11 +273,11 @@ class SqliteStore:
         """Every record (any state), oldest hour first; ``stream`` narrows to one stream."""
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE ? IS NULL OR stream = ? "  # noqa: S608 (constant column list)
+                f"SELECT {COLUMNS} FROM records WHERE ? IS NULL OR stream = ? "  # noqa: S608 (constant column list)
                 "ORDER BY hour, id",
                 (stream, stream),
             ).fetchall()
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     def backlog(self) -> list[BacklogEntry]:
         """Every stream/hour that is open, frozen but unsent, or held, oldest first."""
@@ -308,10 +291,8 @@ class SqliteStore:
                 "SELECT stream, hour, state, allocations, detail FROM records "
                 "WHERE state IN ('frozen', 'held')"
             ):
-                quantity = sum(_allocations(allocations).values(), Decimal(0))
-                entries.append(BacklogEntry(stream, hour, state, quantity, detail))
-        entries.sort(key=lambda e: (e.hour, e.stream, e.state))
-        return entries
+                entries.append(pending_entry(stream, hour, state, allocations, detail))
+        return backlog_order(entries)
 
     def close(self) -> None:
         """Release the connection (only in the process that opened it)."""
@@ -325,14 +306,6 @@ _UPSERT = (
     "INSERT INTO usage (stream, hour, tags, quantity) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (stream, hour, tags) DO UPDATE SET quantity = dec_add(quantity, excluded.quantity)"
 )
-_COLUMNS = "id, stream, hour, payload, allocations, state, attempts, detail"
-
-
-def _record(row: Any, *, attempts_delta: int = 0) -> FrozenRecord:
-    return FrozenRecord(
-        id=row[0], stream=row[1], hour=row[2], payload=row[3], allocations=_allocations(row[4]),
-        state=row[5], attempts=row[6] + attempts_delta, detail=row[7],
-    )  # fmt: skip
 
 
 @contextmanager
