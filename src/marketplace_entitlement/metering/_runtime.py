@@ -27,7 +27,11 @@ from marketplace_entitlement._errors import (
 )
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement._status import StatusFile
-from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
+from marketplace_entitlement.metering._gate import (
+    MeteringEntitlement,
+    MeterUsageGate,
+    bind_product,
+)
 from marketplace_entitlement.metering._ingest import HttpIngestion, StatsdIngestion
 from marketplace_entitlement.metering._recorder import (
     Recorder,
@@ -44,11 +48,14 @@ BACKLOG_LIMIT_SECONDS = 4 * HOUR  # unsent usage this old nears the service's 6-
 
 def custom_gate(settings: Settings, client: MeteringClient | None = None) -> MeterUsageGate:
     """The MeterUsage gate, storing its startup record when a state directory is configured."""
-    store = (
-        None
-        if settings.metering_state_dir is None
-        else open_metering_store(settings.metering_state_dir)
-    )
+    if settings.metering_state_dir is None:
+        return MeterUsageGate(settings, client)
+    store = open_metering_store(settings.metering_state_dir)
+    try:
+        bind_product(settings.metering_state_dir, store, settings.product_code)
+    except BaseException:
+        store.close()
+        raise
     return MeterUsageGate(settings, client, store=store)
 
 
