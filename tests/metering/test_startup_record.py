@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +94,32 @@ def test_a_startup_record_refused_for_good_is_held_not_resent(
     dimensions = [r.body["UsageDimension"] for r in service.requests("MeterUsage") if r.body]
     assert dimensions.count("bogus") == 1
     assert "requests" in dimensions
+
+
+@pytest.mark.parametrize(
+    ("variable", "kind"),
+    [
+        ("MARKETPLACE_METERING_HTTP", socket.SOCK_STREAM),
+        ("MARKETPLACE_METERING_STATSD", socket.SOCK_DGRAM),
+    ],
+)
+def test_a_listen_port_in_use_is_refused_before_the_startup_call(
+    service: Emulator, tmp_path: Path, variable: str, kind: socket.SocketKind
+) -> None:
+    """`run` binds its ingestion endpoints before the startup MeterUsage: a port in use exits 78.
+
+    Another process (here the test) holds the port: `run` refuses naming the variable, sends no
+    MeterUsage at all, and never starts CMD.
+    """
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        env = metering_env(base_env(tmp_path), service.endpoint, tmp_path / "state")
+        env[variable] = f"127.0.0.1:{port}"
+        run = _cli(env, "run", "--", "sh", "-c", "echo CMD started")
+    assert run.returncode == 78, run.stderr
+    assert variable in run.stderr
+    assert "CMD started" not in run.stdout
+    assert service.requests("MeterUsage") == []

@@ -97,6 +97,46 @@ def child_environment(
     return env
 
 
+@dataclasses.dataclass
+class Listeners:
+    """``run``'s loopback ingestion endpoints, bound (not yet serving) before the startup call."""
+
+    recorder: Recorder
+    http: HttpIngestion | None = None
+    statsd: StatsdIngestion | None = None
+
+    def close(self) -> None:
+        """Unbind the endpoints (the gate refused: nothing will serve them)."""
+        for server in (self.http, self.statsd):
+            if server is not None:
+                server.stop()
+        self.http = self.statsd = None
+
+
+def bind_for_run(gate: MeterUsageGate) -> Listeners:
+    """Bind the configured endpoints before the startup MeterUsage.
+
+    A port already in use (another ``run`` on the default 127.0.0.1:9811) is a configuration error
+    (78, naming the variable) refused before any call to AWS, not after the startup record is sent.
+    """
+    assert gate.store is not None
+    settings = gate.settings
+    listeners = Listeners(Recorder(gate.store, settings.dimensions))
+    try:
+        if settings.metering_http is not None:
+            listeners.http = HttpIngestion(
+                settings.metering_http, listeners.recorder, variable=_env.METERING_HTTP
+            )
+        if settings.metering_statsd is not None:
+            listeners.statsd = StatsdIngestion(
+                settings.metering_statsd, listeners.recorder, variable=_env.METERING_STATSD
+            )
+    except ConfigurationError:
+        listeners.close()
+        raise
+    return listeners
+
+
 class Metering:
     """Running custom metering: records usage, sends it hourly, reports health; ``stop()`` ends it."""
 
@@ -108,11 +148,15 @@ class Metering:
         entitlement: MeteringEntitlement,
         *,
         status: StatusFile | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.entitlement = entitlement
-        self.recorder = Recorder(store, settings.dimensions)
+        self.recorder = (
+            listeners.recorder if listeners is not None else Recorder(store, settings.dimensions)
+        )
+        self._listeners = listeners
         self._status = status
         self._stop = threading.Event()
         self._stopped = False
@@ -135,6 +179,12 @@ class Metering:
 
     def start(self, *, serve: bool = False) -> Metering:
         """Start the sender; with ``serve``, also the configured loopback ingestion endpoints."""
+        if serve and self._listeners is not None:  # bound before the startup call
+            self.http, self.statsd = self._listeners.http, self._listeners.statsd
+            for server in (self.http, self.statsd):
+                if server is not None:
+                    server.start()
+            serve = False
         try:
             if serve and self.settings.metering_http is not None:
                 self.http = HttpIngestion(
@@ -258,13 +308,16 @@ def _address(address: tuple[str, int]) -> str:
 
 
 def start_for_run(
-    gate: MeterUsageGate, entitlement: MeteringEntitlement, status: StatusFile | None
+    gate: MeterUsageGate,
+    entitlement: MeteringEntitlement,
+    status: StatusFile | None,
+    listeners: Listeners | None = None,
 ) -> Metering:
-    """``run``: metering over the gate's store, with the loopback ingestion endpoints."""
+    """``run``: metering over the gate's store, serving the (already bound) ingestion endpoints."""
     assert gate.store is not None
-    return Metering(gate.settings, gate.store, gate.client, entitlement, status=status).start(
-        serve=True
-    )
+    return Metering(
+        gate.settings, gate.store, gate.client, entitlement, status=status, listeners=listeners
+    ).start(serve=True)
 
 
 def start_metering(
