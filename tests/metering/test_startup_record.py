@@ -123,3 +123,43 @@ def test_a_listen_port_in_use_is_refused_before_the_startup_call(
     assert variable in run.stderr
     assert "CMD started" not in run.stdout
     assert service.requests("MeterUsage") == []
+
+
+def _events(stderr: str, event: str) -> list[dict[str, str]]:
+    lines = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
+def test_stop_says_which_usage_its_hour_already_reported_and_which_failed_to_send(
+    service: Emulator, tmp_path: Path
+) -> None:
+    """The stop warnings tell carried usage of an already reported hour from a failed send.
+
+    CMD records 2 units of the startup dimension (its hour holds the startup record, so they are
+    carried into the next hour and are lost if the task ends) and 3 of another, then makes every
+    MeterUsage fail: `run` logs one warning naming the 2 units, their dimension and why, and one
+    error for the send that failed, and never claims the next start sends the carried units.
+    """
+    fault = json.dumps({"spec": "MeterUsage:error=InternalServiceErrorException"})
+    script = (
+        f"{PYTHON} -m marketplace_entitlement record requests 2 && "
+        f"{PYTHON} -m marketplace_entitlement record users 3 && "
+        f"{PYTHON} -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], "
+        f'data=sys.argv[2].encode(), method="POST", '
+        'headers={"Content-Type": "application/json"}))\' '
+        f"{service.endpoint}/_emulator/faults '{fault}'"
+    )
+    env = metering_env(
+        base_env(tmp_path), service.endpoint, tmp_path / "state", dimensions="requests,users",
+        MARKETPLACE_METERING_STOP_TIMEOUT="3s",
+    )  # fmt: skip
+    service.set_product(PRODUCT, "entitled", dimensions=["requests", "users"])
+    run = _cli(env, "run", "--", "sh", "-c", script)
+    assert run.returncode == 0, run.stderr
+    (carried,) = _events(run.stderr, "metering.left_at_stop")
+    assert carried["reason"] == "hour_already_reported"
+    assert carried["message"].startswith("2 units of requests recorded in an hour already reported")
+    assert "never reported" in carried["message"]
+    (unsent,) = _events(run.stderr, "metering.unsent_at_stop")
+    assert unsent["reason"] == "send_failed"
+    assert "3 units of users" in unsent["message"]

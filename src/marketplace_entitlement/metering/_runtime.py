@@ -39,7 +39,7 @@ from marketplace_entitlement.metering._recorder import (
     set_default_recorder,
 )
 from marketplace_entitlement.metering._sender import Sender, SenderHealth
-from marketplace_entitlement.store import HOUR, FrozenRecord, UsageStore
+from marketplace_entitlement.store import HOUR, BacklogEntry, FrozenRecord, UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -233,25 +233,50 @@ class Metering:
         if flush:
             budget = self.settings.metering_stop_timeout if timeout is None else timeout
             done = self.sender.flush(budget)
-            left = [e for e in self.store.backlog() if e.quantity > 0]
-            if left:
-                logger.warning(
-                    "%d units remain in %s for later hours (usage of an hour already reported "
-                    "is carried into the next); the next start on that directory sends them",
-                    sum(e.quantity for e in left),
-                    self.settings.metering_state_dir,
-                    extra={"event": "metering.left_at_stop"},
-                )
-            if not done:
-                logger.error(
-                    "stopping with usage not yet accepted by MeterUsage; it stays in %s and is "
-                    "sent by the next start on that directory",
-                    self.settings.metering_state_dir,
-                    extra={"event": "metering.unsent_at_stop"},
-                )
+            self._report_left(done)
         set_default_recorder(None)
         self.store.close()
         return done
+
+    def _report_left(self, done: bool) -> None:
+        """Say what stays in the store at stop, and why: three cases with different fates."""
+        left = [e for e in self.store.backlog() if e.quantity > 0]
+        where = self.settings.metering_state_dir
+        carried = [e for e in left if e.state == "open"]
+        if carried:
+            # Its hour already holds a record (the startup zero, or the hour sent on stop): the
+            # service takes no second one for that task, dimension and hour.
+            first = min(e.hour for e in carried)
+            logger.warning(
+                "%s recorded in an hour already reported for this task (the startup record or "
+                "an earlier report holds it) are carried into %s: they are reported only if a "
+                "container of this task runs on %s after that hour begins; if the task ends now, "
+                "they are never reported (docs/metering.md: When the container stops)",
+                _units(carried),
+                _hour_text(first),
+                where,
+                extra={"event": "metering.left_at_stop", "reason": "hour_already_reported"},
+            )
+        held = [e for e in left if e.state == "held"]
+        if held:
+            logger.error(
+                "%s held: MeterUsage refused their records (%s); kept in %s, never resent",
+                _units(held),
+                held[0].detail,
+                where,
+                extra={"event": "metering.held_at_stop", "reason": "refused"},
+            )
+        if not done:
+            unsent = [e for e in left if e.state == "frozen"]
+            logger.error(
+                "stopping with usage not yet accepted by MeterUsage (%s: the send failed or did "
+                "not fit in %s); it stays in %s and the next start on that directory in this "
+                "task sends it; if the task ends now, it is never reported",
+                _units(unsent) if unsent else "records",
+                _env.METERING_STOP_TIMEOUT,
+                where,
+                extra={"event": "metering.unsent_at_stop", "reason": "send_failed"},
+            )
 
     def _stop_ingestion(self) -> None:
         for server in (self.http, self.statsd):
@@ -301,6 +326,18 @@ def backlog_stopper(
         request_stop(reason)
 
     return stop
+
+
+def _units(entries: list[BacklogEntry]) -> str:
+    """``"5 units of requests, 2 units of users"``: quantities summed per dimension."""
+    totals: dict[str, int] = {}
+    for entry in entries:
+        totals[entry.stream] = totals.get(entry.stream, 0) + int(entry.quantity)
+    return ", ".join(f"{quantity} units of {name}" for name, quantity in sorted(totals.items()))
+
+
+def _hour_text(hour: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour))
 
 
 def _address(address: tuple[str, int]) -> str:
