@@ -163,3 +163,24 @@ def test_stop_says_which_usage_its_hour_already_reported_and_which_failed_to_sen
     (unsent,) = _events(run.stderr, "metering.unsent_at_stop")
     assert unsent["reason"] == "send_failed"
     assert "3 units of users" in unsent["message"]
+
+
+def test_a_store_from_before_the_product_file_is_bound_by_its_records(
+    service: Emulator, tmp_path: Path
+) -> None:
+    """Without the product-code file, the products of the stored records decide (78 for another).
+
+    A state directory written before the product file existed holds only the store: its records'
+    product code binds it, so another product is still refused before any call.
+    """
+    state = tmp_path / "state"
+    env = metering_env(base_env(tmp_path), service.endpoint, state, dimensions="requests")
+    assert _cli(env, "check").returncode == 0
+    (state / "product-code").unlink()
+    refused = _cli({**env, "MARKETPLACE_PRODUCT_CODE": OTHER}, "check")
+    assert refused.returncode == 78, refused.stderr
+    assert f"holds usage of product {PRODUCT}" in refused.stderr
+    assert _products(service) == [PRODUCT]
+    again = _cli(env, "check")
+    assert again.returncode == 0, again.stderr
+    assert (state / "product-code").read_text().strip() == PRODUCT
