@@ -201,17 +201,23 @@ def _run(
     """Gate, start CMD, supervise; with ``metering`` (custom pricing) meter instead of re-register."""
     status = _status_file(settings)
     gate = make_gate(settings, client)
+    # Custom pricing: the ingestion endpoints are bound before the startup MeterUsage, so a port in
+    # use is refused (78) before any call to AWS.
+    listeners = None if metering is None else metering.bind_for_run(gate)
     with SignalPipe() as signals:
         if settings.parent_death_signal is not None:
             set_parent_death_signal(settings.parent_death_signal, _boot.parent_at_start)
         held: list[int] = []
         outcome = _pass_gate(gate, signals, status, reregister=True, held=held)
         if isinstance(outcome, int):
+            if listeners is not None:
+                listeners.close()
             return outcome
         metered = None
         env = None  # the environment run was given (exec_environment), untouched
         if metering is not None:
-            metered = metering.start_for_run(gate, outcome, status)  # before CMD: it may record
+            # before CMD: it may record
+            metered = metering.start_for_run(gate, outcome, status, listeners)
             env = metering.child_environment(settings, exec_environment(), metered)
         supervisor = Supervisor(command, supervisor_options(settings), signals, env=env)
         try:

@@ -76,3 +76,55 @@ def test_iam_policy_for_custom_metering_allows_meter_usage_only() -> None:
     policy = json.loads((ENTRYPOINT / "iam-policy-custom-metering.json").read_text())
     (statement,) = policy["Statement"]
     assert (statement["Effect"], statement["Action"]) == ("Allow", "aws-marketplace:MeterUsage")
+
+
+ROOT = ENTRYPOINT.parent
+
+
+def _state_dir(env_pairs: list[dict[str, Any]]) -> str:
+    return _env(env_pairs)["MARKETPLACE_METERING_STATE_DIR"]
+
+
+def test_the_image_hands_the_state_directory_to_its_runtime_user() -> None:
+    """Dockerfile.example creates the examples' state directory and gives it to the runtime user.
+
+    Both deploy examples name the same directory; a RUN step creates it and chowns it to the user
+    the image runs as (uid 10001), so `run` as that user can open the store there.
+    """
+    task = json.loads((ENTRYPOINT / "ecs-task-definition-custom-metering.json").read_text())
+    deployment = yaml.safe_load(
+        (ENTRYPOINT / "kubernetes" / "deployment-custom-metering.yaml").read_text()
+    )
+    ecs_dir = _state_dir(task["containerDefinitions"][0]["environment"])
+    k8s_dir = _state_dir(deployment["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert ecs_dir == k8s_dir
+    dockerfile = (ROOT / "Dockerfile.example").read_text().replace("\\\n", " ")
+    runs = " ".join(line for line in dockerfile.splitlines() if line.startswith("RUN "))
+    assert f"mkdir -p /run/marketplace {ecs_dir}" in runs
+    assert f"chown app:app /run/marketplace {ecs_dir}" in runs
+    assert "useradd --system --uid 10001" in runs
+    assert "USER 10001:10001" in dockerfile
+
+
+def test_the_pod_makes_the_empty_dir_writable_for_the_image_user() -> None:
+    """The custom-metering pod runs as uid/gid 10001 with fsGroup 10001, so its emptyDir is writable."""
+    deployment = yaml.safe_load(
+        (ENTRYPOINT / "kubernetes" / "deployment-custom-metering.yaml").read_text()
+    )
+    context = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert context["runAsUser"] == 10001
+    assert context["fsGroup"] == context["runAsGroup"] == 10001
+
+
+def test_the_docs_image_declares_the_state_directory_a_volume_after_chowning_it() -> None:
+    """docs/metering.md's Dockerfile creates the store directory for uid 10001, then a VOLUME of it.
+
+    ECS copies a VOLUME's directory (owner included) into a task volume mounted at that path;
+    ownership changed after the VOLUME line would be discarded, so the chown comes first.
+    """
+    text = (ROOT / "docs" / "metering.md").read_text()
+    block = text.split("```dockerfile\n", 1)[1].split("```", 1)[0]
+    chown = block.index("chown 10001:10001 /var/lib/marketplace-metering")
+    volume = block.index('VOLUME ["/var/lib/marketplace-metering"]')
+    assert block.index("mkdir -p /var/lib/marketplace-metering") < chown < volume
+    assert "ENV MARKETPLACE_METERING_STATE_DIR=/var/lib/marketplace-metering" in block

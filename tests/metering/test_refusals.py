@@ -145,8 +145,9 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
     """HTTP, StatsD and `record` refuse bad records with their reasons and keep nothing of them.
 
     Through `run`: HTTP answers 4xx with a JSON reason and keeps nothing of a bad request (not even
-    its good records); StatsD logs each bad line and keeps the good ones; `record` exits 64 with the
-    reason. Only the good usage is reported when `run` stops.
+    its good records), refusing any quantity that is not a JSON number ("5", true, null) while a
+    record without a quantity counts 1; StatsD logs each bad line and keeps the good ones; `record`
+    exits 64 with the reason. Only the good usage is reported when `run` stops.
     """
     env = metering_env(
         base_env(tmp_path), metered_service.endpoint, tmp_path / "state",
@@ -168,6 +169,11 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
         (json.dumps({**good, "colour": "red"}).encode(), "unknown field"),
         (json.dumps({"dimension": "gb_scanned", "quantity": 2.5}).encode(), "whole number"),
         (json.dumps({"records": [good], "extra": 1}).encode(), "nothing else"),
+        # Only JSON numbers are quantities: not a string, a boolean, null or a list.
+        (json.dumps({"dimension": "gb_scanned", "quantity": "5"}).encode(), 'not "5"'),
+        (json.dumps({"dimension": "gb_scanned", "quantity": True}).encode(), "not true"),
+        (json.dumps({"dimension": "gb_scanned", "quantity": None}).encode(), "not null"),
+        (json.dumps({"records": [good, {**good, "quantity": [5]}]}).encode(), "record 1: quantity"),
     ]
     for body, message in cases:
         status, answer = _post(address, body)
@@ -177,6 +183,8 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
     assert _post(address, b"", method="GET")[0] == 405
     tagged = {"dimension": "gb_scanned", "quantity": 5, "tags": {"t": "h"}}
     assert _post(address, json.dumps(tagged).encode()) == (200, {"accepted": 1})
+    # A record without a quantity counts 1.
+    assert _post(address, b'{"dimension": "gb_scanned"}') == (200, {"accepted": 1})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.sendto(
             b"gb_scanned:7|c|#team:s\ngb_scanned:1.5|c\nnope:1|c\ngb_scanned:1|g\ngb_scanned:2|c|@0.5",
@@ -213,7 +221,7 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
         totals[record["dimension"]] = totals.get(record["dimension"], Decimal(0)) + Decimal(
             record["quantity"]
         )
-    assert totals == {"requests": 0, "gb_scanned": 5 + 7 + 11, "users": 0}
+    assert totals == {"requests": 0, "gb_scanned": 5 + 1 + 7 + 11, "users": 0}
 
 
 def _free_udp_port() -> int:

@@ -179,7 +179,8 @@ class HttpIngestion(_DaemonListener):
 
     def stop(self) -> None:
         """Stop accepting; requests being answered finish first."""
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever for a server never started
+            self._server.shutdown()
         self._server.server_close()
 
 
@@ -244,7 +245,8 @@ class StatsdIngestion(_DaemonListener):
             self._socket.sendto(b"", self.address)
         except OSError:
             logger.debug("could not wake the StatsD listener", exc_info=True)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():  # never started: nothing to join
+            self._thread.join(timeout=5)
         self._socket.close()
 
     def _serve(self) -> None:

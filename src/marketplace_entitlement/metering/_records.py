@@ -160,7 +160,12 @@ class RecordChecker:
             raise UsageRecordError(f"unknown field(s) in a record: {', '.join(unknown)}")
         if "dimension" not in record:
             raise UsageRecordError("a record needs a dimension")
-        quantity = record.get("quantity", 1)
+        quantity = record.get("quantity", 1)  # a record without a quantity counts 1
+        if isinstance(quantity, bool) or not isinstance(quantity, (int, float)):
+            # JSON gives a number as int or float; "5", true, null, [] or {} are not quantities.
+            raise UsageRecordError(
+                f"quantity must be a JSON number (a whole number), not {json.dumps(quantity)}"
+            )
         if isinstance(quantity, float):
             if not quantity.is_integer():
                 raise UsageRecordError(f"quantity must be a whole number, not {quantity!r}")

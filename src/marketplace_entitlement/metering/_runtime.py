@@ -27,7 +27,11 @@ from marketplace_entitlement._errors import (
 )
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement._status import StatusFile
-from marketplace_entitlement.metering._gate import MeteringEntitlement, MeterUsageGate
+from marketplace_entitlement.metering._gate import (
+    MeteringEntitlement,
+    MeterUsageGate,
+    bind_product,
+)
 from marketplace_entitlement.metering._ingest import HttpIngestion, StatsdIngestion
 from marketplace_entitlement.metering._recorder import (
     Recorder,
@@ -35,7 +39,7 @@ from marketplace_entitlement.metering._recorder import (
     set_default_recorder,
 )
 from marketplace_entitlement.metering._sender import Sender, SenderHealth
-from marketplace_entitlement.store import HOUR, FrozenRecord, UsageStore
+from marketplace_entitlement.store import HOUR, BacklogEntry, FrozenRecord, UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +48,14 @@ BACKLOG_LIMIT_SECONDS = 4 * HOUR  # unsent usage this old nears the service's 6-
 
 def custom_gate(settings: Settings, client: MeteringClient | None = None) -> MeterUsageGate:
     """The MeterUsage gate, storing its startup record when a state directory is configured."""
-    store = (
-        None
-        if settings.metering_state_dir is None
-        else open_metering_store(settings.metering_state_dir)
-    )
+    if settings.metering_state_dir is None:
+        return MeterUsageGate(settings, client)
+    store = open_metering_store(settings.metering_state_dir)
+    try:
+        bind_product(settings.metering_state_dir, store, settings.product_code)
+    except BaseException:
+        store.close()
+        raise
     return MeterUsageGate(settings, client, store=store)
 
 
@@ -90,6 +97,46 @@ def child_environment(
     return env
 
 
+@dataclasses.dataclass
+class Listeners:
+    """``run``'s loopback ingestion endpoints, bound (not yet serving) before the startup call."""
+
+    recorder: Recorder
+    http: HttpIngestion | None = None
+    statsd: StatsdIngestion | None = None
+
+    def close(self) -> None:
+        """Unbind the endpoints (the gate refused: nothing will serve them)."""
+        for server in (self.http, self.statsd):
+            if server is not None:
+                server.stop()
+        self.http = self.statsd = None
+
+
+def bind_for_run(gate: MeterUsageGate) -> Listeners:
+    """Bind the configured endpoints before the startup MeterUsage.
+
+    A port already in use (another ``run`` on the default 127.0.0.1:9811) is a configuration error
+    (78, naming the variable) refused before any call to AWS, not after the startup record is sent.
+    """
+    assert gate.store is not None
+    settings = gate.settings
+    listeners = Listeners(Recorder(gate.store, settings.dimensions))
+    try:
+        if settings.metering_http is not None:
+            listeners.http = HttpIngestion(
+                settings.metering_http, listeners.recorder, variable=_env.METERING_HTTP
+            )
+        if settings.metering_statsd is not None:
+            listeners.statsd = StatsdIngestion(
+                settings.metering_statsd, listeners.recorder, variable=_env.METERING_STATSD
+            )
+    except ConfigurationError:
+        listeners.close()
+        raise
+    return listeners
+
+
 class Metering:
     """Running custom metering: records usage, sends it hourly, reports health; ``stop()`` ends it."""
 
@@ -101,11 +148,15 @@ class Metering:
         entitlement: MeteringEntitlement,
         *,
         status: StatusFile | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.entitlement = entitlement
-        self.recorder = Recorder(store, settings.dimensions)
+        self.recorder = (
+            listeners.recorder if listeners is not None else Recorder(store, settings.dimensions)
+        )
+        self._listeners = listeners
         self._status = status
         self._stop = threading.Event()
         self._stopped = False
@@ -128,6 +179,12 @@ class Metering:
 
     def start(self, *, serve: bool = False) -> Metering:
         """Start the sender; with ``serve``, also the configured loopback ingestion endpoints."""
+        if serve and self._listeners is not None:  # bound before the startup call
+            self.http, self.statsd = self._listeners.http, self._listeners.statsd
+            for server in (self.http, self.statsd):
+                if server is not None:
+                    server.start()
+            serve = False
         try:
             if serve and self.settings.metering_http is not None:
                 self.http = HttpIngestion(
@@ -176,25 +233,50 @@ class Metering:
         if flush:
             budget = self.settings.metering_stop_timeout if timeout is None else timeout
             done = self.sender.flush(budget)
-            left = [e for e in self.store.backlog() if e.quantity > 0]
-            if left:
-                logger.warning(
-                    "%d units remain in %s for later hours (usage of an hour already reported "
-                    "is carried into the next); the next start on that directory sends them",
-                    sum(e.quantity for e in left),
-                    self.settings.metering_state_dir,
-                    extra={"event": "metering.left_at_stop"},
-                )
-            if not done:
-                logger.error(
-                    "stopping with usage not yet accepted by MeterUsage; it stays in %s and is "
-                    "sent by the next start on that directory",
-                    self.settings.metering_state_dir,
-                    extra={"event": "metering.unsent_at_stop"},
-                )
+            self._report_left(done)
         set_default_recorder(None)
         self.store.close()
         return done
+
+    def _report_left(self, done: bool) -> None:
+        """Say what stays in the store at stop, and why: three cases with different fates."""
+        left = [e for e in self.store.backlog() if e.quantity > 0]
+        where = self.settings.metering_state_dir
+        carried = [e for e in left if e.state == "open"]
+        if carried:
+            # Its hour already holds a record (the startup zero, or the hour sent on stop): the
+            # service takes no second one for that task, dimension and hour.
+            first = min(e.hour for e in carried)
+            logger.warning(
+                "%s recorded in an hour already reported for this task (the startup record or "
+                "an earlier report holds it) are carried into %s: they are reported only if a "
+                "container of this task runs on %s after that hour begins; if the task ends now, "
+                "they are never reported (docs/metering.md: When the container stops)",
+                _units(carried),
+                _hour_text(first),
+                where,
+                extra={"event": "metering.left_at_stop", "reason": "hour_already_reported"},
+            )
+        held = [e for e in left if e.state == "held"]
+        if held:
+            logger.error(
+                "%s held: MeterUsage refused their records (%s); kept in %s, never resent",
+                _units(held),
+                held[0].detail,
+                where,
+                extra={"event": "metering.held_at_stop", "reason": "refused"},
+            )
+        if not done:
+            unsent = [e for e in left if e.state == "frozen"]
+            logger.error(
+                "stopping with usage not yet accepted by MeterUsage (%s: the send failed or did "
+                "not fit in %s); it stays in %s and the next start on that directory in this "
+                "task sends it; if the task ends now, it is never reported",
+                _units(unsent) if unsent else "records",
+                _env.METERING_STOP_TIMEOUT,
+                where,
+                extra={"event": "metering.unsent_at_stop", "reason": "send_failed"},
+            )
 
     def _stop_ingestion(self) -> None:
         for server in (self.http, self.statsd):
@@ -246,18 +328,33 @@ def backlog_stopper(
     return stop
 
 
+def _units(entries: list[BacklogEntry]) -> str:
+    """``"5 units of requests, 2 units of users"``: quantities summed per dimension."""
+    totals: dict[str, int] = {}
+    for entry in entries:
+        totals[entry.stream] = totals.get(entry.stream, 0) + int(entry.quantity)
+    return ", ".join(f"{quantity} units of {name}" for name, quantity in sorted(totals.items()))
+
+
+def _hour_text(hour: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour))
+
+
 def _address(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
 
 
 def start_for_run(
-    gate: MeterUsageGate, entitlement: MeteringEntitlement, status: StatusFile | None
+    gate: MeterUsageGate,
+    entitlement: MeteringEntitlement,
+    status: StatusFile | None,
+    listeners: Listeners | None = None,
 ) -> Metering:
-    """``run``: metering over the gate's store, with the loopback ingestion endpoints."""
+    """``run``: metering over the gate's store, serving the (already bound) ingestion endpoints."""
     assert gate.store is not None
-    return Metering(gate.settings, gate.store, gate.client, entitlement, status=status).start(
-        serve=True
-    )
+    return Metering(
+        gate.settings, gate.store, gate.client, entitlement, status=status, listeners=listeners
+    ).start(serve=True)
 
 
 def start_metering(

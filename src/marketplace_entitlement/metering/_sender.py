@@ -368,6 +368,8 @@ class Sender:
             dimension = snapshot.dimensions.setdefault(entry.stream, DimensionHealth())
             if entry.state == "held":
                 dimension.held += 1
+                if entry.quantity == 0:
+                    continue  # a refused startup record: no usage waits on it (no backlog alarm)
             if entry.state == "open" and entry.hour >= current:
                 continue
             dimension.backlog += entry.quantity
