@@ -76,6 +76,20 @@ class FakeClock:
         return max(0.0, (fake_epoch - self.now()) / self.speed)
 
 
+def remove_stale_segments(directory: Path = Path("/dev/shm")) -> None:
+    """Delete libfaketime's shared clocks whose creating process is gone.
+
+    libfaketime names a shared clock after its creator's pid and is not always able to remove it
+    (a process ended by SIGKILL or ``os._exit`` leaves it behind). A later process that is given
+    the same pid then cannot create its own, and libfaketime silently runs unshared.
+    """
+    for pattern in ("faketime_shm_*", "sem.faketime_sem_*"):
+        for path in directory.glob(pattern):
+            pid = path.name.rsplit("_", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                path.unlink(missing_ok=True)
+
+
 @contextmanager
 def fake_clock(start: str, speed: float) -> Iterator[FakeClock]:
     """A shared fake clock starting at ``start`` (UTC) and running ``speed`` times real time."""
@@ -87,16 +101,26 @@ def fake_clock(start: str, speed: float) -> Iterator[FakeClock]:
         TZ="UTC",
     )
     env.pop("FAKETIME_SHARED", None)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-    )
-    try:
+    remove_stale_segments()
+    for _attempt in range(3):  # a pid still held by a live process's clock: another pid
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
         assert holder.stdout is not None
         line = json.loads(holder.stdout.readline())
-        if not line["shared"]:  # pragma: no cover (libfaketime built without shared memory)
-            raise RuntimeError("libfaketime did not set FAKETIME_SHARED")
+        if line["shared"]:
+            break
+        _stop(holder)
+    else:  # pragma: no cover (libfaketime built without shared memory)
+        raise RuntimeError("libfaketime did not set FAKETIME_SHARED")
+    try:
         yield FakeClock(start, speed, line["shared"], line["time"], line["monotonic"])
     finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
+        _stop(holder)
+
+
+def _stop(holder: subprocess.Popen[bytes]) -> None:
+    """End the holder (it exits when its stdin closes)."""
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(timeout=10)
