@@ -116,8 +116,9 @@ OPTIONS: Final = (
     _Option(("--seed",), "seed", "SEED", None, "seed for faults given a probability"),
     _Option(
         ("--entitlement-check",), "entitlement_check", "ENTITLEMENT_CHECK", "first-call",
-        "when RegisterUsage answers CustomerNotEntitled/PlatformNotSupported: first-call (as AWS: "
-        "only until a task, told apart by its access key id, has registered) or every-call",
+        "when RegisterUsage and MeterUsage answer CustomerNotEntitled/PlatformNotSupported: "
+        "first-call (as AWS: only until a task, told apart by its access key id, has made a "
+        "successful RegisterUsage or MeterUsage call for the product) or every-call",
         choices=ENTITLEMENT_CHECKS,
     ),
 )  # fmt: skip
