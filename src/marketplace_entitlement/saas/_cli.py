@@ -110,7 +110,7 @@ def _send(settings: Settings, retry_timeout: float) -> int:
         with UsageReporter(
             open_usage_store(settings), settings=settings, retry_timeout=retry_timeout
         ) as reporter:
-            result = reporter.send_now(stop)
+            result = reporter.send_until_settled(stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
     summary = {
