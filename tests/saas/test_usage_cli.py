@@ -104,3 +104,28 @@ def test_usage_send_exits_69_when_records_stay_unprocessed(
     assert json.loads(done.stdout)["retry"] == 1
     status = json.loads(cli("usage", "status", env=env).stdout)
     assert [b["state"] for b in status["backlog"]] == ["frozen"]
+
+
+def test_retry_timeout_takes_a_duration_and_shows_its_default(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """``--retry-timeout`` parses like every duration (``1s``, ``2m``); junk exits 78 naming it."""
+    customer = license_customer(saas_emulator)
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 1, timestamp=previous_hour())
+    saas_emulator.inject_fault("BatchMeterUsage", "error", error="InternalServiceErrorException")
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    done = cli("usage", "send", "--retry-timeout", "1s", env=env)
+    assert done.returncode == 69, done.stderr
+    bad = cli("usage", "send", "--retry-timeout", "2 minutes", env=env)
+    assert bad.returncode == 78
+    assert "--retry-timeout='2 minutes' is not a duration" in bad.stderr
+    shown = " ".join(cli("usage", "send", "--help", env=env).stdout.split())
+    assert "[default 2m]" in shown
+
+
+def test_region_help_names_both_region_variables(saas_env: dict[str, str]) -> None:
+    """``resolve-customer --help`` and ``usage send --help`` say AWS_DEFAULT_REGION also works."""
+    for args in (("resolve-customer", "--help"), ("usage", "send", "--help")):
+        shown = " ".join(cli(*args, env=saas_env).stdout.split())
+        assert "[env AWS_REGION, then AWS_DEFAULT_REGION, then the platform]" in shown
