@@ -329,3 +329,37 @@ def test_region_falls_back_to_ecs_task_metadata(service: Emulator, aws_env: dict
     assert result.returncode == 0, result.stderr
     (request,) = service.requests("RegisterUsage")
     assert request.region == "eu-north-1"
+
+
+def test_a_bad_option_value_is_reported_under_the_option(aws_env: dict[str, str]) -> None:
+    """A bad value given as ``--verify-signature`` is reported under the option, not the variable.
+
+    The variable is named only when the bad value came from the environment (exit 78 either way).
+    """
+    given = run_check(aws_env, "--verify-signature", "maybe")
+    assert given.returncode == 78
+    assert "--verify-signature='maybe' is not a boolean" in given.stderr
+    assert "MARKETPLACE_VERIFY_SIGNATURE='maybe'" not in given.stderr
+    from_env = run_check({**aws_env, "MARKETPLACE_VERIFY_SIGNATURE": "maybe"})
+    assert from_env.returncode == 78
+    assert "MARKETPLACE_VERIFY_SIGNATURE='maybe' is not a boolean" in from_env.stderr
+    duration = run_check(aws_env, "--register-timeout", "soon")
+    assert duration.returncode == 78
+    assert "--register-timeout='soon' is not a duration" in duration.stderr
+
+
+def test_probe_reports_a_bad_option_under_the_option_and_shows_defaults(tmp_path: Path) -> None:
+    """``probe --status-max-age soon`` names the option; ``probe --help`` shows each default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
+    bad = subprocess.run(
+        [*CLI, "probe", "--status-file", str(tmp_path / "s.json"), "--status-max-age", "soon"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 78
+    assert "--status-max-age='soon' is not a duration" in bad.stderr
+    shown = subprocess.run(
+        [*CLI, "probe", "--help"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    text = " ".join(shown.stdout.split())
+    assert "[env MARKETPLACE_STATUS_FILE; default none" in text
+    assert "[env MARKETPLACE_STATUS_MAX_AGE; default:" in text

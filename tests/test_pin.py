@@ -583,3 +583,18 @@ def test_hourly_pin_refuses_custom_pricing(
     assert code == 78
     assert "refused MARKETPLACE_PRICING='custom' (pinned: 'hourly')" in stderr
     assert service.requests("RegisterUsage") == []
+
+
+def test_pin_command_errors_carry_the_program_prefix(tmp_path: Path) -> None:
+    """A refused `pin` option is one `marketplace-entitlement: ...` line on stderr, exit 78."""
+    output = tmp_path / "pin.json"
+    result = run(
+        [sys.executable, "-m", "marketplace_entitlement", "pin", "--product-code", "p",
+         "--public-key-version", "0", "--output", str(output)],
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 78
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("marketplace-entitlement: --public-key-version='0' is not a whole")
+    assert not output.exists()

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--status-file",
         default=None,
-        help=f"the status file written by `run` [env {_env.STATUS_FILE}]",
+        help=f"the status file written by `run` [env {_env.STATUS_FILE}; default "
+        f"{OPTIONS_BY_NAME['status_file'].default_text}: nothing to check, exit 78]",
     )
     probe.add_argument(
         "--status-max-age",
@@ -155,7 +156,7 @@ def _logging_from(explicit: dict[str, Any], environ: dict[str, str]) -> None:
 
     def lenient(name: str) -> str:
         try:
-            return str(resolve_option(name, explicit.get(name), environ))
+            return str(resolve_option(name, explicit.get(name), environ, command_line=True))
         except ConfigurationError:
             return str(OPTIONS_BY_NAME[name].default)
 
@@ -225,7 +226,7 @@ def _pin(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
 
 
 def _dispatch(name: str, explicit: dict[str, Any], environ: dict[str, str], cmd: list[str]) -> int:
-    settings = load_settings(environ, **explicit)
+    settings = load_settings(environ, command_line=True, **explicit)
     if name == "check":
         return run_check(settings, sys.stdout)
     return run_entrypoint(settings, cmd)
@@ -236,8 +237,10 @@ def _probe(namespace: argparse.Namespace, environ: dict[str, str]) -> int:
         print(f"marketplace-entitlement probe: {line}", file=sys.stdout if healthy else sys.stderr)
 
     try:
-        path = resolve_option("status_file", namespace.status_file, environ)
-        max_age = resolve_option("status_max_age", namespace.status_max_age, environ)
+        path = resolve_option("status_file", namespace.status_file, environ, command_line=True)
+        max_age = resolve_option(
+            "status_max_age", namespace.status_max_age, environ, command_line=True
+        )
     except ConfigurationError as error:
         say(error.refusal_line())
         return _exit_codes.CONFIGURATION

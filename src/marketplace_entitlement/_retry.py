@@ -329,9 +329,8 @@ def call_with_retries(
         f"last: {last.code}: {last.message})",
         aws_error_code=last.code,
         attempts=attempt,
-        hint="the Metering Service was throttling or unreachable for the whole "
-        "MARKETPLACE_REGISTER_TIMEOUT; check network egress to metering.marketplace and the "
-        f"account's {operation} quota",
+        hint=f"the Metering Service was throttling or unreachable throughout {log.budget_name}; "
+        f"check network egress to metering.marketplace and the account's {operation} quota",
     )
 
 

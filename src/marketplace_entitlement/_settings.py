@@ -242,19 +242,34 @@ def resolve_region(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _resolve(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
-    """Explicit value (parsed if a string), then the environment, then the default."""
+def _source_name(option: Option, explicit: Any, *, command_line: bool) -> str:
+    """The name a bad value is reported under: the option when it came from the command line."""
+    return option.flag if command_line and explicit is not None else option.variable
+
+
+def _resolve(
+    option: Option, explicit: Any, environ: Mapping[str, str], *, command_line: bool = False
+) -> Any:
+    """Explicit value (parsed if a string), then the environment, then the default.
+
+    A bad explicit value is reported under the option (``--verify-signature``) when
+    ``command_line``, else under the variable.
+    """
     if explicit is not None:
-        return option.parse(explicit, option.variable) if isinstance(explicit, str) else explicit
+        if not isinstance(explicit, str):
+            return explicit
+        return option.parse(explicit, _source_name(option, explicit, command_line=command_line))
     raw = environ.get(option.variable)
     if raw is not None and raw.strip() != "":
         return option.parse(raw, option.variable)
     return option.default
 
 
-def resolve_option(name: str, explicit: Any, environ: Mapping[str, str]) -> Any:
+def resolve_option(
+    name: str, explicit: Any, environ: Mapping[str, str], *, command_line: bool = False
+) -> Any:
     """One setting alone (for ``probe``), by the same rule as ``load_settings``."""
-    return _resolve(OPTIONS_BY_NAME[name], explicit, environ)
+    return _resolve(OPTIONS_BY_NAME[name], explicit, environ, command_line=command_line)
 
 
 # Variables of this prefix belong to `marketplace-entitlement emulator`, which checks its own.
@@ -309,11 +324,13 @@ def warn_unknown_variables(environ: Mapping[str, str]) -> None:
         )
 
 
-def _supplied(option: Option, explicit: Any, environ: Mapping[str, str]) -> Any:
+def _supplied(
+    option: Option, explicit: Any, environ: Mapping[str, str], *, command_line: bool
+) -> Any:
     """What the command line or the environment set for ``option`` (parsed), else None."""
     if explicit is None and not (environ.get(option.variable) or "").strip():
         return None
-    return _resolve(option, explicit, environ)
+    return _resolve(option, explicit, environ, command_line=command_line)
 
 
 def load_settings(
@@ -321,6 +338,7 @@ def load_settings(
     *,
     pin: Pin | None = None,
     for_saas: bool = False,
+    command_line: bool = False,
     **explicit: Any,
 ) -> Settings:
     """Build Settings: keyword arguments, then ``environ`` (default ``os.environ``), then defaults.
@@ -336,6 +354,9 @@ def load_settings(
     ``for_saas`` loads for the SaaS operations: a SaaS seller's product code comes from each
     resolved customer and no token is verified, so neither the product code (``""`` when unset)
     nor a public key is required.
+
+    ``command_line``: the keyword arguments are command-line options, so a bad one is reported
+    under its option (``--verify-signature``) instead of its variable.
     """
     from marketplace_entitlement.entitlement import _pin  # noqa: PLC0415  (no cycle at import)
 
@@ -345,7 +366,15 @@ def load_settings(
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     pinned = _pin.combine(pin, _pin.read_pin_file())
-    values = {option.name: _resolve(option, explicit.get(option.name), env) for option in OPTIONS}
+    values = {
+        option.name: _resolve(option, explicit.get(option.name), env, command_line=command_line)
+        for option in OPTIONS
+    }
+
+    def name_of(name: str) -> str:
+        option = OPTIONS_BY_NAME[name]
+        return _source_name(option, explicit.get(name), command_line=command_line)
+
     for name in (
         "register_timeout",
         "reregister_interval",
@@ -355,13 +384,17 @@ def load_settings(
         "metering_send_window",
         "metering_stop_timeout",
     ):
-        values[name] = check_duration(values[name], OPTIONS_BY_NAME[name].variable)
+        values[name] = check_duration(values[name], name_of(name))
     if values["status_max_age"] is not None:
-        values["status_max_age"] = check_duration(values["status_max_age"], _env.STATUS_MAX_AGE)
+        values["status_max_age"] = check_duration(
+            values["status_max_age"], name_of("status_max_age")
+        )
     pinned_key = None
     if pinned is not None:
         supplied = {
-            name: _supplied(OPTIONS_BY_NAME[name], explicit.get(name), env)
+            name: _supplied(
+                OPTIONS_BY_NAME[name], explicit.get(name), env, command_line=command_line
+            )
             for name in _pin.PINNABLE
         }
         pinned_key = _pin.enforce(pinned, supplied, values, _load_key)

@@ -234,3 +234,20 @@ def test_help_shows_every_variable_and_default(capsys: pytest.CaptureFixture[str
     ):
         assert f"MARKETPLACE_EMULATOR_{name}" in text
     assert "default: 127.0.0.1" in text
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_a_non_loopback_host_is_warned_about(run_emulator: Any, host: str, warned: bool) -> None:
+    """``--host 0.0.0.0`` serves the control API on every interface: one warning line on stderr."""
+    process, ready = run_emulator("--host", host)
+    assert ready["endpoint"].startswith(f"http://{host}:")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0
+    lines = [line for line in stderr.splitlines() if "not loopback" in line]
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert lines[0].startswith(
+            "marketplace-entitlement emulator: warning: listening on 0.0.0.0"
+        )
+        assert "control API" in lines[0]

@@ -6,6 +6,7 @@ sessions each have their own temporary credentials). ``every-call`` keeps the fo
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -105,3 +106,87 @@ def test_control_api_switches_the_rule(
     assert (status, state["entitlement_check"]) == (200, "every-call")
     assert outcome(task) == "CustomerNotEntitledException"
     assert control(emulator, "PUT", "/settings", {"entitlement_check": "sometimes"})[0] == 400
+
+
+def metered(client: Any, product: str = "p", dimension: str = "users") -> str:
+    """``ok`` or the error code MeterUsage answers (one record for the current hour)."""
+    now = time.time()
+    try:
+        client.meter_usage(
+            ProductCode=product,
+            Timestamp=now - now % 3600,
+            UsageDimension=dimension,
+            UsageQuantity=1,
+        )
+    except ClientError as error:
+        return str(error.response["Error"]["Code"])
+    return "ok"
+
+
+def test_meter_usage_refuses_only_a_task_initial_call(
+    make_emulator: MakeEmulator, make_client: MakeClient
+) -> None:
+    """After a task metered, an unsubscribe does not refuse its later MeterUsage; a new task is."""
+    emulator = make_emulator(rate_limits={"MeterUsage": None})
+    task_a = make_client(emulator, access_key_id="ASIAMETERA")
+    task_b = make_client(emulator, access_key_id="ASIAMETERB")
+    assert metered(task_a) == "ok"
+    emulator.set_product("p", "not_entitled")
+    assert metered(task_a) == "ok"
+    assert metered(task_a, dimension="other") == "ok"
+    assert metered(task_b) == "CustomerNotEntitledException"
+
+
+def test_register_usage_counts_as_the_initial_call_for_meter_usage(
+    make_emulator: MakeEmulator, make_client: MakeClient
+) -> None:
+    """A task that registered is not refused MeterUsage later, and one that metered not RegisterUsage."""
+    emulator = make_emulator(
+        products={"p": "entitled", "q": "entitled"},
+        rate_limits={"RegisterUsage": None, "MeterUsage": None},
+    )
+    registered = make_client(emulator, access_key_id="ASIAREGFIRST")
+    metering = make_client(emulator, access_key_id="ASIAMETERFIRST")
+    assert outcome(registered) == "ok"
+    assert metered(metering) == "ok"
+    emulator.set_product("p", "not_entitled")
+    assert metered(registered) == "ok"
+    assert outcome(metering) == "ok"
+    assert metered(registered, product="q") == "ok"
+    emulator.set_product("q", "not_entitled")
+    assert metered(metering, product="q") == "CustomerNotEntitledException"
+
+
+def test_meter_usage_refused_at_first_stays_refused(
+    make_emulator: MakeEmulator, make_client: MakeClient
+) -> None:
+    """A task whose initial MeterUsage was refused is refused again until a call succeeds."""
+    emulator = make_emulator(products={"p": "not_entitled"}, rate_limits={"MeterUsage": None})
+    task = make_client(emulator, access_key_id="ASIAMETERC")
+    assert metered(task) == "CustomerNotEntitledException"
+    assert metered(task) == "CustomerNotEntitledException"
+
+
+def test_every_call_covers_meter_usage(
+    make_emulator: MakeEmulator, make_client: MakeClient
+) -> None:
+    """With entitlement_check="every-call" each MeterUsage checks the product's current status."""
+    emulator = make_emulator(entitlement_check="every-call", rate_limits={"MeterUsage": None})
+    task = make_client(emulator, access_key_id="ASIAMETERD")
+    assert metered(task) == "ok"
+    emulator.set_product("p", "not_entitled")
+    assert metered(task) == "CustomerNotEntitledException"
+
+
+def test_control_api_unsubscribe_keeps_a_metering_task_entitled(
+    make_emulator: MakeEmulator, make_client: MakeClient, control: Any
+) -> None:
+    """PUT /_emulator/products/p {"status": "not_entitled"} refuses only new tasks' MeterUsage."""
+    emulator = make_emulator(rate_limits={"MeterUsage": None})
+    task = make_client(emulator, access_key_id="ASIAMETERE")
+    assert metered(task) == "ok"
+    assert control(emulator, "PUT", "/products/p", {"status": "not_entitled"})[0] == 200
+    assert metered(task) == "ok"
+    assert (
+        metered(make_client(emulator, access_key_id="ASIAMETERF")) == "CustomerNotEntitledException"
+    )

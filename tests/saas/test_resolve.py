@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ from marketplace_entitlement import (
     InvalidRegistrationTokenError,
     RegistrationTokenError,
     SaasCustomer,
+    ServiceUnavailableError,
     resolve_customer,
 )
 from marketplace_entitlement.emulator import Emulator
@@ -76,6 +78,24 @@ def test_throttling_and_server_errors_are_retried(
     customer = CustomerResolver(client=saas_client, environ={}).resolve(made.registration_token)
     assert customer.license_arn == made.license_arn
     assert len(saas_emulator.requests("ResolveCustomer")) == 3
+
+
+def test_a_throttled_resolve_names_its_own_budget(
+    saas_emulator: Emulator, saas_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Throttled throughout: the error and the retry warnings name ResolveCustomer's fixed budget.
+
+    Not MARKETPLACE_REGISTER_TIMEOUT, which does not govern ResolveCustomer.
+    """
+    made = saas_emulator.create_customer("saas-prod")
+    saas_emulator.inject_fault("ResolveCustomer", "error", error="ThrottlingException")
+    resolver = CustomerResolver(client=saas_client, environ={}, timeout=1.0)
+    with caplog.at_level(logging.WARNING), pytest.raises(ServiceUnavailableError) as excinfo:
+        resolver.resolve(made.registration_token)
+    line = excinfo.value.refusal_line()
+    assert "throughout the 1s ResolveCustomer retry budget" in line
+    assert "MARKETPLACE_REGISTER_TIMEOUT" not in line + caplog.text
+    assert "the 1s ResolveCustomer retry budget used up" in caplog.text
 
 
 def test_cli_prints_the_customer_without_a_product_code(

@@ -69,3 +69,63 @@ def test_a_bad_store_url_is_a_configuration_error(saas_env: dict[str, str]) -> N
     done = cli("usage", "status", env={**saas_env, "MARKETPLACE_USAGE_STORE": "mysql://x/y"})
     assert done.returncode == 78
     assert "MARKETPLACE_USAGE_STORE" in done.stderr
+
+
+def test_usage_send_sends_unprocessed_records_again_within_its_budget(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """One UnprocessedRecords answer does not end ``usage send``: it resends the record, exits 0."""
+    customer = license_customer(saas_emulator)
+    hour = previous_hour()
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 3, timestamp=hour)
+    saas_emulator.add_fault("BatchMeterUsage:unprocessed:count=1")
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    done = cli("usage", "send", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["calls"], summary["sent"], summary["retry"]) == (2, 1, 0)
+    assert accepted_totals(saas_emulator) == {
+        (customer_name(customer), "api_calls", hour): Decimal(3)
+    }
+
+
+def test_usage_send_exits_69_when_records_stay_unprocessed(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """Records answered unprocessed until the budget is spent: exit 69, left frozen for next run."""
+    customer = license_customer(saas_emulator)
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 1, timestamp=previous_hour())
+    saas_emulator.add_fault("BatchMeterUsage:unprocessed")
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    done = cli("usage", "send", "--retry-timeout", "1", env=env)
+    assert done.returncode == 69
+    assert json.loads(done.stdout)["retry"] == 1
+    status = json.loads(cli("usage", "status", env=env).stdout)
+    assert [b["state"] for b in status["backlog"]] == ["frozen"]
+
+
+def test_retry_timeout_takes_a_duration_and_shows_its_default(
+    sqlite_url: str, saas_emulator: Emulator, saas_env: dict[str, str]
+) -> None:
+    """``--retry-timeout`` parses like every duration (``1s``, ``2m``); junk exits 78 naming it."""
+    customer = license_customer(saas_emulator)
+    with UsageReporter(sqlite_url, environ={}) as usage:
+        usage.report(customer, "api_calls", 1, timestamp=previous_hour())
+    saas_emulator.inject_fault("BatchMeterUsage", "error", error="InternalServiceErrorException")
+    env = {**saas_env, "MARKETPLACE_USAGE_STORE": sqlite_url}
+    done = cli("usage", "send", "--retry-timeout", "1s", env=env)
+    assert done.returncode == 69, done.stderr
+    bad = cli("usage", "send", "--retry-timeout", "2 minutes", env=env)
+    assert bad.returncode == 78
+    assert "--retry-timeout='2 minutes' is not a duration" in bad.stderr
+    shown = " ".join(cli("usage", "send", "--help", env=env).stdout.split())
+    assert "[default 2m]" in shown
+
+
+def test_region_help_names_both_region_variables(saas_env: dict[str, str]) -> None:
+    """``resolve-customer --help`` and ``usage send --help`` say AWS_DEFAULT_REGION also works."""
+    for args in (("resolve-customer", "--help"), ("usage", "send", "--help")):
+        shown = " ".join(cli(*args, env=saas_env).stdout.split())
+        assert "[env AWS_REGION, then AWS_DEFAULT_REGION, then the platform]" in shown

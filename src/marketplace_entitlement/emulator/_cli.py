@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -116,8 +117,9 @@ OPTIONS: Final = (
     _Option(("--seed",), "seed", "SEED", None, "seed for faults given a probability"),
     _Option(
         ("--entitlement-check",), "entitlement_check", "ENTITLEMENT_CHECK", "first-call",
-        "when RegisterUsage answers CustomerNotEntitled/PlatformNotSupported: first-call (as AWS: "
-        "only until a task, told apart by its access key id, has registered) or every-call",
+        "when RegisterUsage and MeterUsage answer CustomerNotEntitled/PlatformNotSupported: "
+        "first-call (as AWS: only until a task, told apart by its access key id, has made a "
+        "successful RegisterUsage or MeterUsage call for the product) or every-call",
         choices=ENTITLEMENT_CHECKS,
     ),
 )  # fmt: skip
@@ -271,6 +273,14 @@ def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether the bound ``address`` (an IP literal) is reachable from this host only."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the emulator until SIGTERM or SIGINT; return the exit code (0, or 64 for bad usage)."""
     try:
@@ -290,6 +300,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         except OSError as error:
             print(f"marketplace-entitlement emulator: cannot listen: {error}", file=sys.stderr)  # noqa: T201
             return EXIT_USAGE
+        if not _is_loopback(emulator.host):
+            print(  # noqa: T201  (the command's own stderr, like its other messages)
+                f"marketplace-entitlement emulator: warning: listening on {emulator.host}, not "
+                "loopback: anyone who can reach this port can use the unauthenticated control "
+                f"API ({emulator.control_url}) and request signed tokens; use it only in an "
+                "isolated test network",
+                file=sys.stderr,
+            )
         try:
             ready = {
                 "endpoint": emulator.endpoint,

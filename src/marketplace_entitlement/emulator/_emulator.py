@@ -281,17 +281,17 @@ class Emulator:
 
     @property
     def entitlement_check(self) -> str:
-        """``first-call`` (as AWS: entitlement errors only until a task has registered) or ``every-call``."""
+        """``first-call`` (as AWS: entitlement errors only on a task's initial call) or ``every-call``."""
         return self._state.entitlement_check
 
     def set_entitlement_check(self, mode: str) -> None:
-        """Answer RegisterUsage's entitlement errors on a task's first call only, or on every call."""
+        """Answer Register/MeterUsage's entitlement errors on a task's first call only, or on every call."""
         checked = check_entitlement_check(mode)
         with self._state.lock:
             self._state.entitlement_check = checked
 
     def forget_tasks(self) -> None:
-        """Forget which tasks registered: each one's next RegisterUsage is a first call again."""
+        """Forget which tasks called: each one's next RegisterUsage or MeterUsage is a first call again."""
         with self._state.lock:
             self._state.registered_tasks.clear()
 

@@ -65,8 +65,9 @@ class ServiceState:
     disabled_operations: set[str] = field(default_factory=set)
     customers: dict[str, Customer] = field(default_factory=dict)
     token_factory: TokenFactory | None = None
-    # RegisterUsage's entitlement errors: "first-call" as AWS (only until a task has registered),
-    # or "every-call" (each call checks the product's status; the emulator's former behaviour).
+    # RegisterUsage's and MeterUsage's entitlement errors: "first-call" as AWS (only until a task
+    # has made a successful RegisterUsage or MeterUsage call for the product), or "every-call"
+    # (each call checks the product's status; the emulator's former behaviour).
     entitlement_check: EntitlementCheck = "first-call"
     registered_tasks: set[tuple[str, str]] = field(default_factory=set)
     hourly: dict[tuple[str, str, int, str], _Metered] = field(default_factory=dict)
@@ -274,7 +275,13 @@ class MeteringService:
                     f"The endpoint's region {identity.region} is not {state.region}.",
                 )
             product = self._product(body["ProductCode"], unlisted="invalid")
-            if product.status == "not_entitled":
+            # As for RegisterUsage: entitlement errors come only on a task's initial call. A task
+            # that has made a successful MeterUsage or RegisterUsage call for this product is not
+            # refused later; "every-call" checks the status on each call instead.
+            task = task_identity(identity)
+            first = (task, body["ProductCode"]) not in state.registered_tasks
+            checked = state.entitlement_check == "every-call" or first
+            if checked and product.status == "not_entitled":
                 raise ServiceError(
                     "CustomerNotEntitledException", "Customer is not entitled to use this product."
                 )
@@ -296,9 +303,9 @@ class MeteringService:
                         "IdempotencyConflictException",
                         "The ClientToken was used for a different request.",
                     )
+                state.registered_tasks.add((task, body["ProductCode"]))
                 return {"MeteringRecordId": record_id}
             hour = int(math.floor(body["Timestamp"] / HOUR) * HOUR)
-            task = task_identity(identity)
             key = (body["ProductCode"], body["UsageDimension"], hour, task)
             metered = state.hourly.get(key)
             if metered is None:
@@ -324,6 +331,7 @@ class MeteringService:
                 )
             if token is not None:
                 state.client_tokens[token] = (metered.record_id, fingerprint)
+            state.registered_tasks.add((task, body["ProductCode"]))
             return {"MeteringRecordId": metered.record_id}
 
     # -- BatchMeterUsage -------------------------------------------------------------------

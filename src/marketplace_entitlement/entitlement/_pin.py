@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marketplace_entitlement import _env
-from marketplace_entitlement._errors import ConfigurationError
+from marketplace_entitlement._errors import ConfigurationError, EntitlementError
 from marketplace_entitlement._parsers import (
     load_public_key_pem,
     parse_bool,
@@ -501,7 +501,19 @@ def add_pin_command(commands: Any) -> None:
 
 
 def run_pin_command(namespace: Any) -> int:
-    """``marketplace-entitlement pin``: check and write the pin file; print where it went."""
+    """``marketplace-entitlement pin``: check and write the pin file; print where it went.
+
+    A refusal is one ``marketplace-entitlement: ...`` line on stderr (``pin`` runs at image build
+    time, before any logging is configured) and its exit code (78).
+    """
+    try:
+        return _pin_command(namespace)
+    except EntitlementError as error:
+        sys.stderr.write(f"marketplace-entitlement: {error.refusal_line()}\n")
+        return error.exit_code
+
+
+def _pin_command(namespace: Any) -> int:
     version = namespace.public_key_version
     pricing = parse_pricing(namespace.pricing, "--pricing")
     dimensions = (

@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from marketplace_entitlement import _env, _exit_codes
+from marketplace_entitlement._parsers import parse_duration
+from marketplace_entitlement._retry import format_duration
 from marketplace_entitlement._settings import Settings, load_settings
 
 SAAS_COMMANDS = ("resolve-customer", "usage")
+REGION_HELP = "AWS region [env AWS_REGION, then AWS_DEFAULT_REGION, then the platform]"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the SaaS commands."""
+    # Imported here: the top-level command line imports this module on every start.
+    from marketplace_entitlement.saas._sender import RETRY_TIMEOUT_SECONDS  # noqa: PLC0415
+
     parser = _Parser(prog="marketplace-entitlement")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -37,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "browser posts to your fulfillment URL) and print the customer as one JSON object.",
     )
     resolve.add_argument("token", metavar="TOKEN")
-    resolve.add_argument("--region", default=None, help="AWS region [env AWS_REGION]")
+    resolve.add_argument("--region", default=None, help=REGION_HELP)
     usage = commands.add_parser(
         "usage",
         help="SaaS usage: `usage send` (one sending round, for cron) or `usage status`",
@@ -61,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"the store URL [env {_env.USAGE_STORE}; default sqlite:///marketplace-usage.sqlite3]",
         )
-        sub.add_argument("--region", default=None, help="AWS region [env AWS_REGION]")
+        sub.add_argument("--region", default=None, help=REGION_HELP)
     send.add_argument(
         "--retry-timeout",
-        type=float,
-        default=120.0,
-        help="seconds a request is retried through throttling and server errors [default 120]",
+        default=None,
+        metavar="DURATION",
+        help="how long records are retried through throttling, server errors and "
+        "UnprocessedRecords, in seconds (90) or units (2m, 1m30s) "
+        f"[default {format_duration(RETRY_TIMEOUT_SECONDS)}]",
     )
     return parser
 
@@ -88,7 +96,7 @@ def main(argv: Sequence[str]) -> int:
     explicit: dict[str, Any] = {"region": namespace.region} if namespace.region else {}
     if getattr(namespace, "usage_store", None):
         explicit["usage_store"] = namespace.usage_store
-    settings = load_settings(environ, for_saas=True, **explicit)
+    settings = load_settings(environ, for_saas=True, command_line=True, **explicit)
     if namespace.command == "resolve-customer":
         from marketplace_entitlement.saas._resolve import CustomerResolver  # noqa: PLC0415
 
@@ -98,10 +106,15 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if namespace.action == "status":
         return _status(settings)
-    return _send(settings, namespace.retry_timeout)
+    retry_timeout = (
+        None
+        if namespace.retry_timeout is None
+        else parse_duration(namespace.retry_timeout, "--retry-timeout")
+    )
+    return _send(settings, retry_timeout)
 
 
-def _send(settings: Settings, retry_timeout: float) -> int:
+def _send(settings: Settings, retry_timeout: float | None) -> int:
     from marketplace_entitlement.saas._reporter import UsageReporter, open_usage_store  # noqa: PLC0415
 
     stop = threading.Event()
@@ -110,7 +123,7 @@ def _send(settings: Settings, retry_timeout: float) -> int:
         with UsageReporter(
             open_usage_store(settings), settings=settings, retry_timeout=retry_timeout
         ) as reporter:
-            result = reporter.send_now(stop)
+            result = reporter.send_until_settled(stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
     summary = {

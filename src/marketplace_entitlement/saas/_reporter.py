@@ -131,8 +131,12 @@ class UsageReporter:
         self.store.add([usage])
 
     def send_now(self, stop: threading.Event | None = None) -> SendResult:
-        """One sending round in the calling thread (what ``usage send`` does)."""
+        """One sending round in the calling thread (records left over wait for the next one)."""
         return self.sender.send_once(stop or self._stop)
+
+    def send_until_settled(self, stop: threading.Event | None = None) -> SendResult:
+        """Sending rounds until nothing is left to retry or the retry budget is spent (``usage send``)."""
+        return self.sender.send_until_settled(stop or self._stop)
 
     def backlog(self) -> list[BacklogEntry]:
         """Every customer/dimension hour not yet sent: open, frozen, or held."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from marketplace_entitlement._client import LazyClient, MeteringClient
 from marketplace_entitlement._errors import InvalidRegistrationTokenError
-from marketplace_entitlement._retry import call_with_retries
+from marketplace_entitlement._retry import call_with_retries, format_duration
 from marketplace_entitlement._settings import Settings, load_settings
 from marketplace_entitlement.saas._customer import SaasCustomer
 
@@ -49,6 +49,7 @@ class CustomerResolver:
             timeout=self._timeout,
             stop=stop or threading.Event(),
             operation="ResolveCustomer",
+            budget_name=f"the {format_duration(self._timeout)} ResolveCustomer retry budget",
         )
         return SaasCustomer.from_resolve_answer(answer)
 

@@ -143,14 +143,18 @@ class UsageSender:
 
     # -- a round ---------------------------------------------------------------------------------
 
-    def send_once(self, stop: threading.Event | None = None) -> SendResult:
+    def send_once(
+        self, stop: threading.Event | None = None, *, retry_timeout: float | None = None
+    ) -> SendResult:
         """Freeze every closed hour, then send everything claimable once.
 
         Returns what was done; ``retry`` counts records left for a later round (unprocessed, or
-        the service unavailable for ``retry_timeout``). Raises EntitlementError for a refusal no
-        record can be blamed for (credentials, permissions, region, API disabled).
+        the service unavailable for ``retry_timeout``, by default the sender's). Raises
+        EntitlementError for a refusal no record can be blamed for (credentials, permissions,
+        region, API disabled).
         """
         stop = stop or threading.Event()
+        timeout = self.retry_timeout if retry_timeout is None else retry_timeout
         result = SendResult()
         now = self.clock()
         open_hour = hour_of(now)
@@ -175,13 +179,39 @@ class UsageSender:
                     self._release(request.records)
                     continue
                 try:
-                    self._send(request, stop, result)
+                    self._send(request, stop, result, timeout)
                 except BaseException:
                     # A refusal no record can be blamed for: free the rest for the next round.
                     for rest in requests[index + 1 :]:
                         self._release(rest.records)
                     raise
         return result
+
+    def send_until_settled(self, stop: threading.Event | None = None) -> SendResult:
+        """Send rounds until no record is left to retry, within ``retry_timeout`` in all.
+
+        What ``usage send`` does: records answered in ``UnprocessedRecords`` (or left by a round
+        for another reason) are sent again after a backoff wait, as long as the budget lasts; each
+        round's request retries get only what is left of it. The result sums the rounds, except
+        ``retry``: what the last round left.
+        """
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + self.retry_timeout
+        delays = self.retry_delays()
+        total = SendResult()
+        while True:
+            result = self.send_once(stop, retry_timeout=max(0.0, deadline - time.monotonic()))
+            total.add(result)
+            total.retry = result.retry
+            remaining = deadline - time.monotonic()
+            if not result.retry or remaining <= 0 or stop.wait(min(next(delays), remaining)):
+                return total
+            logger.info(
+                "%d records left; sending them again (%.0f s of the retry budget left)",
+                result.retry,
+                deadline - time.monotonic(),
+                extra={"event": "saas.usage.resend", "records": result.retry},
+            )
 
     def _carry_expired(
         self, records: Sequence[FrozenRecord], result: SendResult
@@ -199,7 +229,9 @@ class UsageSender:
 
     # -- one request -----------------------------------------------------------------------------
 
-    def _send(self, request: Request, stop: threading.Event, result: SendResult) -> None:
+    def _send(
+        self, request: Request, stop: threading.Event, result: SendResult, timeout: float
+    ) -> None:
         client = self._client()
         params = request.parameters()
 
@@ -213,7 +245,7 @@ class UsageSender:
         try:
             answer = call_with_retries(
                 call,
-                timeout=self.retry_timeout,
+                timeout=timeout,
                 stop=stop,
                 delays=self.retry_delays(),
                 operation="BatchMeterUsage",
@@ -233,19 +265,29 @@ class UsageSender:
             if code not in RECORD_FAULTS:
                 self._release(request.records)
                 raise
-            self._narrow(request, code, error.message, stop, result)
+            self._narrow(request, code, error.message, stop, result, timeout=timeout)
             return
         self._settle(request, answer, result)
 
     def _narrow(
-        self, request: Request, code: str, message: str, stop: threading.Event, result: SendResult
+        self,
+        request: Request,
+        code: str,
+        message: str,
+        stop: threading.Event,
+        result: SendResult,
+        *,
+        timeout: float,
     ) -> None:
         """Split a refused request until the record at fault is alone; carry or hold it."""
         if len(request.records) > 1:
             middle = len(request.records) // 2
             for half in (request.records[:middle], request.records[middle:]):
                 self._send(
-                    Request(request.product_code, request.identification, half), stop, result
+                    Request(request.product_code, request.identification, half),
+                    stop,
+                    result,
+                    timeout,
                 )
             return
         (record,) = request.records
@@ -284,7 +326,7 @@ class UsageSender:
             self._release(leftover)
             result.retry += len(leftover)
             logger.info(
-                "%d records unprocessed; retried in a later round",
+                "%d records unprocessed; sent again in a later round",
                 len(leftover),
                 extra={"event": "saas.usage.unprocessed", "records": len(leftover)},
             )
