@@ -224,6 +224,27 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
     assert totals == {"requests": 0, "gb_scanned": 5 + 1 + 7 + 11, "users": 0}
 
 
+def test_record_names_the_option_or_the_variable_a_bad_value_came_from(tmp_path: Path) -> None:
+    """A bad ``record`` value is named as the option or the variable it came from; nothing kept.
+
+    Given as ``--dimensions`` the message names the option; from ``MARKETPLACE_DIMENSIONS``, the
+    variable. Either way ``record`` exits 78 and no store is created.
+    """
+    too_many = ",".join(f"d{i}" for i in range(25))
+    env = {**base_env(tmp_path), "MARKETPLACE_METERING_STATE_DIR": str(tmp_path / "state")}
+    for extra_env, args, named in [
+        ({}, ["--dimensions", too_many], "--dimensions names 25 dimensions"),
+        ({"MARKETPLACE_DIMENSIONS": too_many}, [], "MARKETPLACE_DIMENSIONS names 25 dimensions"),
+    ]:
+        result = subprocess.run(
+            [PYTHON, "-m", "marketplace_entitlement", "record", "d1", *args],
+            env={**env, **extra_env}, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 78, result.stderr
+        assert named in result.stderr
+    assert not (tmp_path / "state").exists()
+
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

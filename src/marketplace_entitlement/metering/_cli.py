@@ -32,9 +32,11 @@ def add_record_parser(commands: Any) -> None:
     record.add_argument("--tag", action="append", default=[], metavar="K=V",
                         help="a tag of this usage (repeatable, at most 5)")  # fmt: skip
     record.add_argument("--metering-state-dir", dest="state_dir", default=None,
-                        help=f"the usage store's directory [env {_env.METERING_STATE_DIR}]")  # fmt: skip
+                        help=f"the usage store's directory [env {_env.METERING_STATE_DIR}; "
+                        "default: none, which is refused (78); run sets it for CMD]")  # fmt: skip
     record.add_argument("--dimensions", default=None,
-                        help=f"the declared dimensions [env {_env.DIMENSIONS}]")  # fmt: skip
+                        help=f"the declared dimensions [env {_env.DIMENSIONS}; default: the "
+                        "image's pinned dimensions, else none (78); run sets it for CMD]")  # fmt: skip
 
 
 def _tags(items: list[str]) -> dict[str, str]:
@@ -52,8 +54,10 @@ def _tags(items: list[str]) -> dict[str, str]:
 def _recorder(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Recorder:
     from marketplace_entitlement._settings import resolve_option  # noqa: PLC0415 (import cycle)
 
-    state_dir = resolve_option("metering_state_dir", namespace.state_dir, environ)
-    dimensions = resolve_option("dimensions", namespace.dimensions, environ)
+    state_dir = resolve_option(
+        "metering_state_dir", namespace.state_dir, environ, command_line=True
+    )
+    dimensions = resolve_option("dimensions", namespace.dimensions, environ, command_line=True)
     if not dimensions:  # an image that pins them (docs/security.md, "Pinning")
         from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
             pinned_dimensions,
