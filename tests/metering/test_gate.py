@@ -57,6 +57,30 @@ def test_check_in_custom_pricing_sends_the_startup_record(
     assert [r.error_code for r in metered_service.requests("MeterUsage")] == [None, None]
 
 
+def test_require_entitlement_in_custom_pricing_starts_the_app(
+    metered_service: Emulator, tmp_path: Path
+) -> None:
+    """``require_entitlement()`` in custom pricing returns once the startup MeterUsage is accepted.
+
+    There is no token to verify in custom pricing, so the application is not refused as
+    "unverified" (which it was, with 78) and needs no ``allow_unverified``.
+    """
+    env = metering_env(base_env(tmp_path), metered_service.endpoint, tmp_path / "state")
+    script = (
+        "from marketplace_entitlement import require_entitlement\n"
+        "entitlement = require_entitlement()\n"
+        "print(type(entitlement).__name__, entitlement.metering_record_id)\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", script], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    name, record_id = result.stdout.split()
+    assert name == "MeteringEntitlement"
+    (accepted,) = metered_service.metered()
+    assert accepted["metering_record_id"] == record_id
+
+
 @pytest.mark.parametrize(
     ("change", "code", "message"),
     [

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from marketplace_entitlement._client import LazyClient, MeteringClient, endpoint_url
 from marketplace_entitlement._errors import ConfigurationError, EntitlementError
@@ -87,6 +87,10 @@ class Entitlement:
     verified: bool
     token: str = field(repr=False)
     public_key_rotation_timestamp: datetime | None = None
+
+    # Whether this kind of entitlement rests on a signed token that can be verified (RegisterUsage);
+    # a custom-pricing entitlement (the startup MeterUsage) has none, so there is nothing unverified.
+    signed: ClassVar[bool] = True
 
     def to_json(self) -> dict[str, Any]:
         """The entitlement as a JSON-ready dict (what ``check`` prints)."""
@@ -298,11 +302,13 @@ def require_entitlement(
 
     The exit code is the documented one for the failure (65, 69, 77 or 78; see docs/exit-codes.md).
     An entitlement whose token was not verified (``MARKETPLACE_VERIFY_SIGNATURE=false``) is refused
-    with 78 unless the calling code passes ``allow_unverified=True`` (for local development).
+    with 78 unless the calling code passes ``allow_unverified=True`` (for local development). In
+    custom pricing there is no token (the startup MeterUsage answers with a record id), so nothing
+    is refused for being unverified.
     """
     try:
         entitlement = check_entitlement(client=client, environ=environ, **overrides)
-        if not entitlement.verified and not allow_unverified:
+        if entitlement.signed and not entitlement.verified and not allow_unverified:
             raise ConfigurationError(
                 "refused an unverified entitlement: signature verification is off "
                 "(MARKETPLACE_VERIFY_SIGNATURE=false) and the application does not allow it",

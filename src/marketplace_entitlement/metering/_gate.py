@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from marketplace_entitlement import _env
 from marketplace_entitlement._client import LazyClient, MeteringClient
@@ -123,6 +123,8 @@ def _same_request(payload: str, product_code: str, dimension: str, hour: int) ->
 @dataclass(frozen=True)
 class MeteringEntitlement(Entitlement):
     """The startup MeterUsage was accepted: the buyer is entitled (custom pricing)."""
+
+    signed: ClassVar[bool] = False  # MeterUsage answers with a record id, not a signed token
 
     dimension: str = ""
     hour: int = 0
