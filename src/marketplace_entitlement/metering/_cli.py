@@ -14,7 +14,7 @@ from typing import Any
 
 from marketplace_entitlement import _env, _exit_codes
 from marketplace_entitlement._errors import ConfigurationError
-from marketplace_entitlement.metering._recorder import Recorder, open_metering_store
+from marketplace_entitlement.metering._recorder import Recorder, recorder_for
 from marketplace_entitlement.metering._records import UsageRecordError
 
 
@@ -52,26 +52,7 @@ def _tags(items: list[str]) -> dict[str, str]:
 
 
 def _recorder(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Recorder:
-    from marketplace_entitlement._settings import resolve_option  # noqa: PLC0415 (import cycle)
-
-    state_dir = resolve_option(
-        "metering_state_dir", namespace.state_dir, environ, command_line=True
-    )
-    dimensions = resolve_option("dimensions", namespace.dimensions, environ, command_line=True)
-    if not dimensions:  # an image that pins them (docs/security.md, "Pinning")
-        from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
-            pinned_dimensions,
-        )
-
-        dimensions = pinned_dimensions()
-    if state_dir is None:
-        raise ConfigurationError(
-            f"{_env.METERING_STATE_DIR} is not set", variable=_env.METERING_STATE_DIR,
-            hint="run this under `marketplace-entitlement run` (custom pricing) or set it",
-        )  # fmt: skip
-    if not dimensions:
-        raise ConfigurationError(f"{_env.DIMENSIONS} is not set", variable=_env.DIMENSIONS)
-    return Recorder(open_metering_store(state_dir), dimensions)
+    return recorder_for(namespace.state_dir, namespace.dimensions, environ, command_line=True)
 
 
 def run_record(namespace: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -78,38 +78,53 @@ def set_default_recorder(recorder: Recorder | None) -> None:
         _default = None if recorder is None else ((None, None), recorder)
 
 
+def recorder_for(
+    state_dir: str | None,
+    dimensions: str | None,
+    environ: Mapping[str, str],
+    *,
+    command_line: bool = False,
+) -> Recorder:
+    """A recorder on the store of ``state_dir`` for ``dimensions``, each else from ``environ``.
+
+    Without declared dimensions, the image's pinned ones are used (docs/security.md, "Pinning").
+    Used by ``record_usage`` (nothing explicit) and the ``record`` command (its options).
+    """
+    from marketplace_entitlement._settings import resolve_option  # noqa: PLC0415 (import cycle)
+
+    directory = resolve_option("metering_state_dir", state_dir, environ, command_line=command_line)
+    declared = resolve_option("dimensions", dimensions, environ, command_line=command_line)
+    if not declared:
+        from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
+            pinned_dimensions,
+        )
+
+        declared = pinned_dimensions()
+    if directory is None:
+        raise ConfigurationError(
+            f"{_env.METERING_STATE_DIR} is not set: there is no usage store to record into",
+            variable=_env.METERING_STATE_DIR,
+            hint="run under `marketplace-entitlement run` with MARKETPLACE_PRICING=custom "
+            "(it passes the directory on), or set it to the directory `run` uses",
+        )
+    if not declared:
+        raise ConfigurationError(
+            f"{_env.DIMENSIONS} is not set: no dimension may be recorded",
+            variable=_env.DIMENSIONS,
+        )
+    return Recorder(open_metering_store(directory), declared)
+
+
 def _recorder_from_environment() -> Recorder:
     global _default
     key = (os.environ.get(_env.METERING_STATE_DIR), os.environ.get(_env.DIMENSIONS))
     current = _default
     if current is not None and (current[0] == key or current[0] == (None, None)):
         return current[1]
-    from marketplace_entitlement._settings import resolve_option  # noqa: PLC0415 (import cycle)
-
     with _lock:
         if _default is not None and (_default[0] == key or _default[0] == (None, None)):
             return _default[1]
-        state_dir = resolve_option("metering_state_dir", None, os.environ)
-        dimensions = resolve_option("dimensions", None, os.environ)
-        if not dimensions:  # an image that pins them (docs/security.md, "Pinning")
-            from marketplace_entitlement.entitlement._pin import (  # noqa: PLC0415 (import cycle)
-                pinned_dimensions,
-            )
-
-            dimensions = pinned_dimensions()
-        if state_dir is None:
-            raise ConfigurationError(
-                f"{_env.METERING_STATE_DIR} is not set: record_usage has no usage store",
-                variable=_env.METERING_STATE_DIR,
-                hint="run under `marketplace-entitlement run` with MARKETPLACE_PRICING=custom "
-                "(it passes the directory on), or set it to the directory `run` uses",
-            )
-        if not dimensions:
-            raise ConfigurationError(
-                f"{_env.DIMENSIONS} is not set: no dimension may be recorded",
-                variable=_env.DIMENSIONS,
-            )
-        recorder = Recorder(open_metering_store(state_dir), dimensions)
+        recorder = recorder_for(None, None, os.environ)
         _default = (key, recorder)
         return recorder
 
