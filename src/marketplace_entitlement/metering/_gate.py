@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -45,16 +44,12 @@ from marketplace_entitlement._errors import (
 from marketplace_entitlement._exit_codes import CONFIGURATION, NOT_ENTITLED
 from marketplace_entitlement._retry import backoff_delays, call_with_retries
 from marketplace_entitlement._settings import Settings
-from marketplace_entitlement.entitlement._gate import Entitlement
+from marketplace_entitlement.entitlement._gate import Entitlement, _iso, _utc
 from marketplace_entitlement.metering._payload import meter_usage_payload
 from marketplace_entitlement.metering._sender import LEASE_SECONDS, MeterUsageClient
 from marketplace_entitlement.store import UsageStore, hour_of
 
 logger = logging.getLogger(__name__)
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 PRODUCT_FILE = "product-code"  # in the state directory: the product whose usage it holds
@@ -136,9 +131,9 @@ class MeteringEntitlement(Entitlement):
             "entitled": True,
             "pricing": "custom",
             "product_code": self.product_code,
-            "registered_at": self.registered_at.isoformat().replace("+00:00", "Z"),
+            "registered_at": _iso(self.registered_at),
             "dimension": self.dimension,
-            "hour": _utc(self.hour).isoformat().replace("+00:00", "Z"),
+            "hour": _iso(_utc(self.hour)),
             "metering_record_id": self.metering_record_id,
         }
 

@@ -39,7 +39,7 @@ from marketplace_entitlement.metering._recorder import (
     set_default_recorder,
 )
 from marketplace_entitlement.metering._sender import Sender, SenderHealth
-from marketplace_entitlement.store import HOUR, BacklogEntry, FrozenRecord, UsageStore
+from marketplace_entitlement.store import HOUR, BacklogEntry, FrozenRecord, UsageStore, hour_text
 
 logger = logging.getLogger(__name__)
 
@@ -177,26 +177,13 @@ class Metering:
         self.http: HttpIngestion | None = None
         self.statsd: StatsdIngestion | None = None
 
-    def start(self, *, serve: bool = False) -> Metering:
-        """Start the sender; with ``serve``, also the configured loopback ingestion endpoints."""
-        if serve and self._listeners is not None:  # bound before the startup call
+    def start(self) -> Metering:
+        """Start the sender, and serve the ingestion endpoints ``run`` bound (if any)."""
+        if self._listeners is not None:  # bound before the startup call (bind_for_run)
             self.http, self.statsd = self._listeners.http, self._listeners.statsd
             for server in (self.http, self.statsd):
                 if server is not None:
                     server.start()
-            serve = False
-        try:
-            if serve and self.settings.metering_http is not None:
-                self.http = HttpIngestion(
-                    self.settings.metering_http, self.recorder, variable=_env.METERING_HTTP
-                ).start()
-            if serve and self.settings.metering_statsd is not None:
-                self.statsd = StatsdIngestion(
-                    self.settings.metering_statsd, self.recorder, variable=_env.METERING_STATSD
-                ).start()
-        except ConfigurationError:
-            self._stop_ingestion()
-            raise
         self.sender.report_health()
         self.sender.start()
         logger.info(
@@ -253,7 +240,7 @@ class Metering:
                 "container of this task runs on %s after that hour begins; if the task ends now, "
                 "they are never reported (docs/metering.md: When the container stops)",
                 _units(carried),
-                _hour_text(first),
+                hour_text(first),
                 where,
                 extra={"event": "metering.left_at_stop", "reason": "hour_already_reported"},
             )
@@ -295,7 +282,7 @@ class Metering:
         if oldest is None or health.at - (oldest + HOUR) < BACKLOG_LIMIT_SECONDS:
             return
         reason = (
-            f"usage of {time.strftime('%Y-%m-%dT%H:00Z', time.gmtime(oldest))} is still unsent "
+            f"usage of {hour_text(oldest)} is still unsent "
             f"and nears the service's 6-hour window (last error: {health.last_error})"
         )
         if self.settings.metering_backlog_policy == "stop" and self.on_backlog_stop is not None:
@@ -336,10 +323,6 @@ def _units(entries: list[BacklogEntry]) -> str:
     return ", ".join(f"{quantity} units of {name}" for name, quantity in sorted(totals.items()))
 
 
-def _hour_text(hour: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour))
-
-
 def _address(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
 
@@ -354,7 +337,7 @@ def start_for_run(
     assert gate.store is not None
     return Metering(
         gate.settings, gate.store, gate.client, entitlement, status=status, listeners=listeners
-    ).start(serve=True)
+    ).start()
 
 
 def start_metering(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -50,14 +49,6 @@ class SaasCustomer:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field (None where AWS sent nothing)."""
         return asdict(self)
-
-    def stream_key(self) -> str:
-        """Canonical text naming this customer for the usage store (stable across processes)."""
-        return json.dumps(
-            {"product_code": self.product_code, **self.identity()},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
 
     @classmethod
     def from_resolve_answer(cls, answer: dict[str, Any]) -> SaasCustomer:

@@ -44,7 +44,14 @@ from marketplace_entitlement.saas._records import (
     parse_stream,
     result_key,
 )
-from marketplace_entitlement.store import HOUR, FrozenRecord, LeaseLostError, UsageStore, hour_of
+from marketplace_entitlement.store import (
+    HOUR,
+    FrozenRecord,
+    LeaseLostError,
+    UsageStore,
+    hour_of,
+    hour_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -347,15 +354,15 @@ class UsageSender:
             "usage of %s %s for %s carried to %s: %s",
             stream.customer_text,
             stream.dimension,
-            _hour_text(record.hour),
-            _hour_text(to_hour),
+            hour_text(record.hour),
+            hour_text(to_hour),
             reason,
             extra={
                 "event": "saas.usage.carried",
                 "customer": stream.customer_text,
                 "dimension": stream.dimension,
-                "hour": _hour_text(record.hour),
-                "to_hour": _hour_text(to_hour),
+                "hour": hour_text(record.hour),
+                "to_hour": hour_text(to_hour),
                 "reason": reason,
             },
         )
@@ -372,13 +379,13 @@ class UsageSender:
             "usage of %s %s for %s held: %s",
             held.customer,
             held.dimension,
-            _hour_text(held.hour),
+            hour_text(held.hour),
             reason,
             extra={
                 "event": "saas.usage.held",
                 "customer": held.customer,
                 "dimension": held.dimension,
-                "hour": _hour_text(held.hour),
+                "hour": hour_text(held.hour),
                 "reason": reason,
             },
         )
@@ -441,7 +448,3 @@ def parse_payload(record: FrozenRecord) -> dict[str, Any]:
     """A frozen record's UsageRecord, parsed."""
     parsed: dict[str, Any] = json.loads(record.payload)
     return parsed
-
-
-def _hour_text(hour: int) -> str:
-    return datetime.fromtimestamp(hour, tz=timezone.utc).strftime("%Y-%m-%dT%H:00Z")

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from marketplace_entitlement.saas._records import parse_stream
-from marketplace_entitlement.store import UsageStore
-
-
-def _hour(hour: int) -> str:
-    return datetime.fromtimestamp(hour, tz=timezone.utc).strftime("%Y-%m-%dT%H:00Z")
+from marketplace_entitlement.store import UsageStore, hour_text
 
 
 def _entry(stream_text: str, hour: int, quantity: Any, **extra: Any) -> dict[str, Any]:
@@ -19,7 +14,7 @@ def _entry(stream_text: str, hour: int, quantity: Any, **extra: Any) -> dict[str
         "customer": stream.customer_text,
         "product_code": stream.product_code,
         "dimension": stream.dimension,
-        "hour": _hour(hour),
+        "hour": hour_text(hour),
         "quantity": str(quantity),
         **extra,
     }

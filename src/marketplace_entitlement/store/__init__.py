@@ -14,6 +14,7 @@ from marketplace_entitlement.store._base import (
     Usage,
     UsageStore,
     hour_of,
+    hour_text,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Usage",
     "UsageStore",
     "hour_of",
+    "hour_text",
     "open_store",
     "sqlite_url",
 ]

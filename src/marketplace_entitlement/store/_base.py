@@ -34,6 +34,7 @@ psycopg 3). Both pass the same contract tests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,6 +48,11 @@ RecordState = Literal["frozen", "sent", "held", "carried"]
 def hour_of(timestamp: float) -> int:
     """The start (UTC epoch seconds) of the hour holding ``timestamp``."""
     return int(timestamp // HOUR) * HOUR
+
+
+def hour_text(hour: int) -> str:
+    """An hour as people and logs read it: ``2026-12-01T10:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(hour))
 
 
 @dataclass(frozen=True)
