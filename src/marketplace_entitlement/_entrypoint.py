@@ -37,10 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Signals that end the wrapper while it is still registering (CMD has not started yet).
-SHUTDOWN_SIGNALS = SHUTDOWN
-
-
 AnyGate: TypeAlias = "Gate | MeterUsageGate"
 
 
@@ -77,7 +73,7 @@ def gate_interruptibly(
     threading.Thread(target=work, name="marketplace-gate", daemon=True).start()
     while not outcome:
         for signum in signals.wait():
-            if signum in SHUTDOWN_SIGNALS:
+            if signum in SHUTDOWN:  # ends the wrapper while registering: CMD never starts
                 stop.set()
                 raise RegistrationInterrupted(
                     f"{signal_name(signum)} received while registering; not starting", signum=signum
@@ -200,7 +196,7 @@ def _run(
 ) -> int:
     """Gate, start CMD, supervise; with ``metering`` (custom pricing) meter instead of re-register."""
     status = _status_file(settings)
-    gate = make_gate(settings, client)
+    gate = Gate(settings, client) if metering is None else metering.custom_gate(settings, client)
     # Custom pricing: the ingestion endpoints are bound before the startup MeterUsage, so a port in
     # use is refused (78) before any call to AWS.
     listeners = None if metering is None else metering.bind_for_run(gate)

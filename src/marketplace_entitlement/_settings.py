@@ -324,15 +324,6 @@ def warn_unknown_variables(environ: Mapping[str, str]) -> None:
         )
 
 
-def _supplied(
-    option: Option, explicit: Any, environ: Mapping[str, str], *, command_line: bool
-) -> Any:
-    """What the command line or the environment set for ``option`` (parsed), else None."""
-    if explicit is None and not (environ.get(option.variable) or "").strip():
-        return None
-    return _resolve(option, explicit, environ, command_line=command_line)
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -391,10 +382,12 @@ def load_settings(
         )
     pinned_key = None
     if pinned is not None:
+        # What the command line or the environment set (already parsed in ``values``), else None.
         supplied = {
-            name: _supplied(
-                OPTIONS_BY_NAME[name], explicit.get(name), env, command_line=command_line
-            )
+            name: values[name]
+            if explicit.get(name) is not None
+            or (env.get(OPTIONS_BY_NAME[name].variable) or "").strip()
+            else None
             for name in _pin.PINNABLE
         }
         pinned_key = _pin.enforce(pinned, supplied, values, _load_key)

@@ -23,6 +23,7 @@ from marketplace_entitlement._errors import (
     InvalidSignatureError,
     MalformedTokenError,
 )
+from marketplace_entitlement._parsers import MAX_KEY_VERSION
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -39,7 +40,6 @@ MAX_CLOCK_SKEW_SECONDS = 300.0
 # are refused while parsing (no 5000-digit numbers reach int(), float() or a comparison).
 MAX_INTEGER_DIGITS = 19
 _ASCII_DIGITS = re.compile(r"[0-9]{1,10}")
-MAX_KEY_VERSION = 2**31 - 1
 
 # Each claim we check, by its camelCase name (seen from the real service) and its PascalCase name
 # (AWS's prose). Accept either; never rely on claims not listed here.

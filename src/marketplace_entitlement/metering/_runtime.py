@@ -25,7 +25,7 @@ from marketplace_entitlement._errors import (
     EntitlementError,
     ServiceUnavailableError,
 )
-from marketplace_entitlement._settings import Settings, load_settings
+from marketplace_entitlement._settings import Settings
 from marketplace_entitlement._status import StatusFile
 from marketplace_entitlement.metering._gate import (
     MeteringEntitlement,
@@ -355,11 +355,9 @@ def start_metering(
     Afterwards ``record_usage`` in this process records into this store; call ``.stop()`` on
     shutdown to send the unfinished hour.
     """
-    from marketplace_entitlement.entitlement._pin import pin_from_code  # noqa: PLC0415 (cycle)
+    from marketplace_entitlement.entitlement._gate import settings_from_code  # noqa: PLC0415 (cycle)
 
-    remaining = dict(overrides)
-    pin = pin_from_code(remaining)  # values given in code are pinned, as for check_entitlement
-    settings = load_settings(environ, pin=pin, **remaining)
+    settings = settings_from_code(environ, overrides)  # values given in code are pinned
     if settings.pricing != "custom":
         raise ConfigurationError(
             f"start_metering needs {_env.PRICING}=custom", variable=_env.PRICING,

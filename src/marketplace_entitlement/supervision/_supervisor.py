@@ -28,7 +28,7 @@ from typing import Final
 
 from marketplace_entitlement import _exit_codes
 from marketplace_entitlement._errors import CommandError, CommandNotExecutable, CommandNotFound
-from marketplace_entitlement.supervision._signal_sets import SHUTDOWN
+from marketplace_entitlement.supervision._signal_sets import JOB_CONTROL_TTY, SHUTDOWN
 from marketplace_entitlement.supervision._signals import SignalPipe, catchable_signals, signal_name
 
 __all__ = [
@@ -57,10 +57,9 @@ _LEFTOVER_KILL_WAIT: Final = 2.0
 # children, whose exit sends us no SIGCHLD.
 _CLEANUP_RECHECK: Final = 0.05
 
-_JOB_CONTROL_STOPS: Final = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-# Signals that ask a process to end. A stopped child cannot act on them, so they are followed by
-# SIGCONT (in a container nothing else would ever resume it).
-_SHUTDOWN_SIGNALS: Final = SHUTDOWN
+_JOB_CONTROL_STOPS: Final = JOB_CONTROL_TTY | {signal.SIGTSTP}
+# SHUTDOWN: signals that ask a process to end. A stopped child cannot act on them, so they are
+# followed by SIGCONT (in a container nothing else would ever resume it).
 _WAIT_FLAGS: Final = os.WNOHANG | os.WUNTRACED | os.WCONTINUED | _WNOTHREAD
 
 
@@ -271,7 +270,7 @@ class Supervisor:
         # Only the signals that end CMD are worth an INFO line; the rest (SIGWINCH from a terminal
         # being resized, SIGCONT on `fg`, SIGUSR1...) would interleave with a full-screen app.
         logger.log(
-            logging.INFO if delivered in _SHUTDOWN_SIGNALS else logging.DEBUG,
+            logging.INFO if delivered in SHUTDOWN else logging.DEBUG,
             "forwarded %s to %s %d",
             signal_name(delivered),
             "process group" if self._options.signal_group else "pid",
@@ -282,9 +281,7 @@ class Supervisor:
                 "child_pid": self._pid,
             },
         )
-        if self._child_stopped and (
-            received in _SHUTDOWN_SIGNALS or delivered in _SHUTDOWN_SIGNALS
-        ):
+        if self._child_stopped and (received in SHUTDOWN or delivered in SHUTDOWN):
             logger.info("the command is stopped; sending SIGCONT so it can act on the signal")
             self._signal_group(signal.SIGCONT)
 
