@@ -83,6 +83,24 @@ def test_deeply_nested_header_is_malformed_not_a_crash(
     assert caught.value.exit_code == 65
 
 
+@pytest.mark.parametrize(("digits", "refused"), [(19, False), (20, True)])
+def test_json_integers_longer_than_19_digits_are_refused_while_parsing(
+    service: Emulator, aws_env: dict[str, str], digits: int, refused: bool
+) -> None:
+    """A validly signed token with a 20-digit integer anywhere is refused (65); 19 digits pass.
+
+    The bound is on the JSON text, so no long number reaches int(), float() or a comparison.
+    """
+    number = "1" + "0" * (digits - 1)
+    service.set_token_factory(lambda claims, key: signed(claims_text(claims, big=number), key))
+    if refused:
+        with pytest.raises(VerificationError, match="integer too long") as caught:
+            check_entitlement()
+        assert caught.value.exit_code == 65
+    else:
+        assert check_entitlement().verified
+
+
 @pytest.mark.parametrize("iat", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
 def test_iat_that_is_not_a_finite_number_is_refused(
     service: Emulator, aws_env: dict[str, str], iat: str
@@ -233,7 +251,11 @@ def test_a_hung_reregistration_round_ends_and_counts_as_a_failure(
 def test_a_nested_token_in_reregistration_is_a_verification_failure(
     service: Emulator, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """A deeply nested token in a round is a failure (65) the policy and status file both see."""
+    """A deeply nested token in a round is a verification failure (65), reported, not a crash.
+
+    The round hands the failure to the policy callback; recording that failure marks the status
+    file not entitled (``run`` does exactly this with its callback).
+    """
     gate = Gate(load_settings())
     status = StatusFile(tmp_path / "status.json", product_code="p", max_age=None).create()
     status.record_success(registered_at=0.0, next_attempt=None)
@@ -241,8 +263,8 @@ def test_a_nested_token_in_reregistration_is_a_verification_failure(
         lambda claims, key: signed(claims_text(claims, deep=nested(5000)), key)
     )
     failures, _ = collect_rounds(gate, interval=1.0, rounds=1)
-    status.record_failure(failures[0], at=1.0, next_attempt=None)
     assert failures[0].exit_code == 65
+    status.record_failure(failures[0], at=1.0, next_attempt=None)
     state = json.loads((tmp_path / "status.json").read_text())
     assert (state["state"], state["entitled"]) == ("not_entitled", False)
 
@@ -329,6 +351,26 @@ def test_probe_refuses_a_fifo_instead_of_hanging(tmp_path: Path) -> None:
     result = probe(path)
     assert not result.healthy
     assert "not a regular file" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"{" + b" " * 100_000 + b"}", "larger than"), (b"not json", "")],
+    ids=["huge", "not-json"],
+)
+def test_probe_refuses_a_huge_or_garbled_status_file(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    """A status file over the size bound, or not JSON, fails the probe with a reason, never a crash.
+
+    The size refusal is bounded reading, not a parse of 100 kB, and says nothing about keys.
+    """
+    path = tmp_path / "status.json"
+    path.write_bytes(content)
+    result = probe(path)
+    assert not result.healthy
+    assert reason in result.reason
+    assert "PEM" not in result.reason
 
 
 def test_status_file_mode_is_set_through_the_descriptor(

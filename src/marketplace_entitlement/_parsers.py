@@ -196,7 +196,7 @@ def read_bounded_file(path: str, variable: str, limit: int) -> bytes:
         os.close(descriptor)
     if len(data) > limit:
         raise ConfigurationError(
-            f"{variable}={path!r} is larger than {limit} bytes; a public key PEM is far smaller",
+            f"{variable}={path!r} is larger than {limit} bytes, more than such a file ever holds",
             variable=variable,
         )
     return data

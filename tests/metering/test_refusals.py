@@ -166,6 +166,7 @@ def test_http_statsd_and_cli_refuse_bad_records_and_keep_nothing_of_them(
             "record 1: dimension 'nope'",
         ),
         (json.dumps({"records": []}).encode(), "1 to"),
+        (json.dumps({"records": [good] * 10_001}).encode(), "1 to"),  # the batch limit
         (json.dumps({**good, "colour": "red"}).encode(), "unknown field"),
         (json.dumps({"dimension": "gb_scanned", "quantity": 2.5}).encode(), "whole number"),
         (json.dumps({"records": [good], "extra": 1}).encode(), "nothing else"),
